@@ -1,0 +1,51 @@
+"""Ray on Spark (and, later, Spark on Ray).
+
+``ls ray_on_spark/`` draws the system:
+
+* ``api``          -- setup_ray_cluster / shutdown_ray_cluster / ray_cluster / active_cluster (validation)
+* ``cluster``      -- RayClusterOnSpark, the owner of one cluster's processes and barrier job
+* ``worker_task``  -- the barrier Spark task body that runs one Ray worker node
+* ``supervisor``   -- the per-node process that owns a Ray node's process tree
+* ``resources``    -- pure arithmetic: memory shares, GPUs, strict mode
+* ``options``      -- pure: ray start option conversion and validation
+* ``ports``, ``procs``, ``gcs``, ``spark_env`` -- small helpers
+* ``local_standalone`` -- a Spark standalone cluster on 127.0.0.1 (tests, demo, benchmarks)
+
+Attributes are imported lazily so that the supervisor (``python -m
+ray_on_spark.supervisor``), which runs on every executor, does not import Spark or Ray.
+"""
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "setup_ray_cluster": "ray_on_spark.api",
+    "shutdown_ray_cluster": "ray_on_spark.api",
+    "ray_cluster": "ray_on_spark.api",
+    "active_cluster": "ray_on_spark.api",
+    "MAX_NUM_WORKER_NODES": "ray_on_spark.api",
+    "RayClusterOnSpark": "ray_on_spark.cluster",
+    "RayOnSparkError": "ray_on_spark.cluster",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ray_on_spark' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ray_on_spark.api import (  # noqa: F401
+        MAX_NUM_WORKER_NODES,
+        active_cluster,
+        ray_cluster,
+        setup_ray_cluster,
+        shutdown_ray_cluster,
+    )
+    from ray_on_spark.cluster import RayClusterOnSpark, RayOnSparkError  # noqa: F401

@@ -1,0 +1,414 @@
+"""RayClusterOnSpark: the one object that owns a Ray-on-Spark cluster's processes.
+
+It starts the head (through a supervisor) on the driver and, at the same moment, the
+barrier Spark job whose tasks start the worker nodes; worker nodes retry their GCS
+connection until the head answers, so the two start in parallel instead of one after
+the other.  ``shutdown()`` cancels the job group, stops the head, and waits until every
+process it knows about is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ray_on_spark import gcs, procs, spark_env
+from ray_on_spark.options import labels_arg, to_cli_args
+from ray_on_spark.ports import free_ports
+from ray_on_spark.resources import MemoryShare
+from ray_on_spark.worker_task import (
+    LABEL_CLUSTER,
+    LABEL_CTIME,
+    LABEL_PARTITION,
+    LABEL_PID,
+    WorkerPlan,
+    run_worker_node,
+)
+
+logger = logging.getLogger(__name__)
+
+_ENV_KEYS = ("RAY_ADDRESS", gcs.AUTH_MODE_ENV, gcs.AUTH_TOKEN_ENV)
+
+
+class RayOnSparkError(RuntimeError):
+    """Setting up or running the Ray cluster on Spark failed; the message says why."""
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    host: str
+    port: int
+    client_server_port: int
+    dashboard_port: Optional[int]
+    dashboard_host: str
+    num_cpus: int
+    num_gpus: int
+    memory: MemoryShare
+    options: Dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """Every decision made before anything starts (validated by :mod:`ray_on_spark.api`)."""
+
+    num_worker_nodes: int
+    num_cpus_worker_node: Optional[int]  # None: the default task profile (spark.task.cpus)
+    num_gpus_worker_node: int
+    use_task_profile: bool
+    head: HeadPlan
+    worker: WorkerPlan
+    temp_dir: str
+    start_timeout: float = 120.0
+
+
+def _ray_start_head_command(plan: ClusterPlan) -> List[str]:
+    h = plan.head
+    cmd = [
+        sys.executable, "-m", "ray.scripts.scripts", "start",
+        "--head", "--block",
+        f"--node-ip-address={h.host}",
+        f"--port={h.port}",
+        f"--ray-client-server-port={h.client_server_port}",
+        f"--num-cpus={h.num_cpus}",
+        f"--num-gpus={h.num_gpus}",
+        f"--memory={h.memory.heap_bytes}",
+        f"--object-store-memory={h.memory.object_store_bytes}",
+        f"--temp-dir={os.path.join(plan.temp_dir, 'head')}",
+        "--dashboard-agent-listen-port=0",
+        "--min-worker-port=0",
+        "--max-worker-port=0",
+        "--disable-usage-stats",
+        f"--labels={labels_arg({LABEL_CLUSTER: plan.worker.cluster_id})}",
+    ]
+    if h.dashboard_port is None:
+        cmd.append("--include-dashboard=false")
+    else:
+        cmd += [f"--dashboard-host={h.dashboard_host}", f"--dashboard-port={h.dashboard_port}"]
+    return cmd + to_cli_args(h.options)
+
+
+def new_cluster_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def make_temp_dir(root: Optional[str], cluster_id: str) -> str:
+    """A private (0700) directory for the head's files; removed at shutdown."""
+    if root is not None:
+        os.makedirs(root, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f"ros-{cluster_id}-", dir=root)
+
+
+def pick_head_ports(host: str, with_dashboard: bool) -> Dict[str, Optional[int]]:
+    ports = free_ports(3)
+    return {"port": ports[0], "client_server_port": ports[1], "dashboard_port": ports[2] if with_dashboard else None}
+
+
+class RayClusterOnSpark:
+    """Owns one Ray cluster on Spark: the head's process tree and the barrier job.
+
+    Use as a context manager or call :meth:`shutdown`; shutdown is idempotent and also
+    runs at interpreter exit.
+    """
+
+    def __init__(self, spark, plan: ClusterPlan):
+        self.spark = spark
+        self.plan = plan
+        self.cluster_id = plan.worker.cluster_id
+        self.address = f"{plan.head.host}:{plan.head.port}"
+        self.client_address = f"ray://{plan.head.host}:{plan.head.client_server_port}"
+        self.dashboard_url = (
+            f"http://{plan.head.dashboard_host}:{plan.head.dashboard_port}" if plan.head.dashboard_port else None
+        )
+        self.job_group = f"ray_on_spark-{self.cluster_id}"
+        self.temp_dir = plan.temp_dir
+        self.head_log = os.path.join(plan.temp_dir, "head.log")
+        self.setup_seconds: Optional[float] = None
+        self._lock = threading.RLock()
+        self._state = "new"
+        self._head: Optional[subprocess.Popen] = None
+        self._head_records: List[procs.ProcessRecord] = []
+        self._worker_records: List[procs.ProcessRecord] = []
+        self._job_thread: Optional[threading.Thread] = None
+        self._job_results: Optional[List[str]] = None
+        self._job_error: Optional[BaseException] = None
+        self._saved_env: Dict[str, Optional[str]] = {}
+        self._client = None
+
+    # ----------------------------------------------------------------- start
+    def start(self) -> "RayClusterOnSpark":
+        t0 = time.monotonic()
+        with self._lock:
+            if self._state != "new":
+                raise RayOnSparkError(f"cluster {self.cluster_id} was already started")
+            self._state = "starting"
+        try:
+            self._start_head()
+            self._start_job()
+            self._wait_ready()
+        except BaseException:
+            self.shutdown()
+            raise
+        self._export_env()
+        self._head_records = procs.tree(self._head.pid)
+        with self._lock:
+            self._state = "running"
+        self.setup_seconds = time.monotonic() - t0
+        logger.info(
+            "Ray cluster %s on Spark is up in %.1fs: head %s, %d worker node(s), dashboard %s",
+            self.cluster_id, self.setup_seconds, self.address, self.plan.num_worker_nodes, self.dashboard_url,
+        )
+        return self
+
+    def _start_head(self) -> None:
+        env = dict(os.environ)
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        env.pop("RAY_ADDRESS", None)
+        if self.plan.worker.auth_token:
+            env[gcs.AUTH_MODE_ENV] = "token"
+            env[gcs.AUTH_TOKEN_ENV] = self.plan.worker.auth_token
+        else:
+            env[gcs.AUTH_MODE_ENV] = "disabled"
+            env.pop(gcs.AUTH_TOKEN_ENV, None)
+        cmd = [
+            sys.executable, "-m", "ray_on_spark.supervisor",
+            "--log", self.head_log,
+            "--parent-pid", str(os.getpid()),
+            "--start-timeout", str(self.plan.start_timeout),
+            "--",
+        ] + _ray_start_head_command(self.plan)
+        logger.debug("starting Ray head: %s", " ".join(cmd))
+        # Own session: a Ctrl-C in the driver's terminal must not kill the head behind
+        # our back; we stop it ourselves (and the supervisor follows the driver's death).
+        self._head = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True
+        )
+        self._head_records = [r for r in [procs.ProcessRecord.of(self._head.pid)] if r]
+
+    def _start_job(self) -> None:
+        from pyspark import InheritableThread
+
+        sc = self.spark.sparkContext
+        plan = self.plan
+        worker_plan = plan.worker
+        n = plan.num_worker_nodes
+
+        def task(rows):
+            return run_worker_node(worker_plan, rows)
+
+        def run() -> None:
+            try:
+                sc.setJobGroup(self.job_group, f"Ray worker nodes of ray_on_spark cluster {self.cluster_id}", True)
+                rdd = sc.parallelize(range(n), n).barrier().mapPartitions(task)
+                if plan.use_task_profile:
+                    rdd = rdd.withResources(
+                        spark_env.task_resource_profile(plan.num_cpus_worker_node or 1, plan.num_gpus_worker_node)
+                    )
+                self._job_results = rdd.collect()
+            except BaseException as e:  # reported by _check_job / shutdown
+                self._job_error = e
+
+        self._job_thread = InheritableThread(target=run, name=f"ray_on_spark-{self.cluster_id}", daemon=True)
+        self._job_thread.start()
+
+    def _check_failed(self) -> None:
+        """Raise at once when the head or the job has already failed (no waiting for a deadline)."""
+        if self._head is not None and self._head.poll() is not None:
+            raise RayOnSparkError(
+                f"The Ray head node failed to start on the driver:\n{self._read_head_output()}"
+            )
+        if self._job_thread is not None and not self._job_thread.is_alive():
+            raise RayOnSparkError(self._job_failure_text())
+
+    def _job_failure_text(self) -> str:
+        if self._job_error is not None:
+            return f"The Spark job holding the Ray worker nodes failed: {self._job_error}"
+        errors = [json.loads(r).get("error") or json.loads(r).get("reason") for r in self._job_results or []]
+        errors = [e for e in errors if e]
+        return "Ray worker nodes failed to start:\n" + ("\n".join(errors) or "(no error text)")
+
+    def _read_head_output(self) -> str:
+        out = ""
+        if self._head is not None and self._head.stdout is not None:
+            try:
+                out = self._head.stdout.read() or ""
+            except Exception:
+                pass
+        return out.strip() or f"(see {self.head_log})"
+
+    def _wait_ready(self) -> None:
+        n = self.plan.num_worker_nodes
+        with _auth_env(self.plan.worker.auth_token):
+            self._client = gcs.wait_until(
+                lambda: self._probe_client(),
+                timeout=self.plan.start_timeout,
+                what="the Ray head's GCS to answer",
+                check=self._check_failed,
+            )
+            nodes = gcs.wait_until(
+                lambda: self._our_nodes() if len(self._our_nodes()) >= n else None,
+                timeout=self.plan.start_timeout,
+                what=f"{n} Ray worker node(s) to register",
+                check=self._check_failed,
+            )
+        self._record_worker_supervisors(nodes)
+
+    def _probe_client(self):
+        client = gcs.gcs_client(self.address)
+        gcs.list_nodes(client, timeout=1.0)
+        return client
+
+    def _our_nodes(self) -> List[gcs.NodeView]:
+        return [
+            v for v in gcs.list_nodes(self._client, timeout=1.0)
+            if v.alive and not v.is_head and v.labels.get(LABEL_CLUSTER) == self.cluster_id
+        ]
+
+    def _record_worker_supervisors(self, nodes: List[gcs.NodeView]) -> None:
+        """Remember the supervisors of worker nodes on this host, to verify they are gone later."""
+        for v in nodes:
+            if v.address != self.plan.head.host:
+                continue
+            try:
+                rec = procs.ProcessRecord(int(v.labels[LABEL_PID]), int(v.labels[LABEL_CTIME]) / 1000.0)
+            except (KeyError, ValueError):
+                continue
+            p = rec.process()
+            if p is not None:
+                self._worker_records.append(procs.ProcessRecord(p.pid, p.create_time()))
+
+    # ----------------------------------------------------------------- env
+    def _export_env(self) -> None:
+        self._saved_env = {k: os.environ.get(k) for k in _ENV_KEYS}
+        os.environ["RAY_ADDRESS"] = self.address
+        if self.plan.worker.auth_token:
+            os.environ[gcs.AUTH_MODE_ENV] = "token"
+            os.environ[gcs.AUTH_TOKEN_ENV] = self.plan.worker.auth_token
+        gcs.refresh_auth_config()
+
+    def _restore_env(self) -> None:
+        _set_env(self._saved_env)
+        self._saved_env = {}
+        gcs.refresh_auth_config()
+
+    # ----------------------------------------------------------------- info
+    def worker_nodes(self) -> List[gcs.NodeView]:
+        """Alive worker nodes of this cluster, as the GCS reports them."""
+        with _auth_env(self.plan.worker.auth_token):
+            return sorted(self._our_nodes(), key=lambda v: int(v.labels.get(LABEL_PARTITION, "0")))
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def __repr__(self) -> str:
+        return f"RayClusterOnSpark(id={self.cluster_id!r}, address={self.address!r}, state={self._state!r})"
+
+    # ----------------------------------------------------------------- shutdown
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Cancel the Spark job, stop the head, wait until all our processes are gone.
+
+        Idempotent. Processes are recorded by pid and create time; workers on other
+        hosts are known gone when the job's tasks are no longer running.
+        """
+        with self._lock:
+            if self._state in ("stopped", "stopping"):
+                return
+            self._state = "stopping"
+        t0 = time.monotonic()
+        self._disconnect_driver()
+        if self._head is not None:
+            self._head_records = _merge(self._head_records, procs.tree(self._head.pid))
+        sc = self.spark.sparkContext
+        try:
+            sc.cancelJobGroup(self.job_group)
+        except Exception as e:  # SparkContext already stopped: its tasks are gone too
+            logger.debug("cancelJobGroup failed: %s", e)
+        if self._head is not None and self._head.poll() is None:
+            self._head.terminate()  # the supervisor stops the whole head tree
+        deadline = t0 + timeout
+        logger.debug("shutdown: job cancelled and head signalled after %.2fs", time.monotonic() - t0)
+        left = procs.wait_gone(self._head_records + self._worker_records, max(0.0, deadline - time.monotonic()))
+        if left:
+            logger.warning("killing %d Ray process(es) that outlived shutdown: %s", len(left), [r.pid for r in left])
+            left = procs.terminate(left, grace=1.0)
+        logger.debug("shutdown: recorded processes gone after %.2fs", time.monotonic() - t0)
+        if self._job_thread is not None:
+            self._job_thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            while spark_env.job_has_active_tasks(sc, self.job_group) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        except Exception:
+            pass
+        logger.debug("shutdown: job tasks ended after %.2fs", time.monotonic() - t0)
+        if self._head is not None:
+            try:
+                self._head.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._head.kill()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if self._saved_env:
+            self._restore_env()
+        with self._lock:
+            self._state = "stopped"
+        logger.info("Ray cluster %s shut down in %.1fs", self.cluster_id, time.monotonic() - t0)
+
+    def _disconnect_driver(self) -> None:
+        """ray.shutdown() if this driver is connected to this cluster (it is about to vanish)."""
+        try:
+            import ray
+
+            if ray.is_initialized() and ray.get_runtime_context().gcs_address == self.address:
+                ray.shutdown()
+        except Exception as e:
+            logger.debug("ray.shutdown() failed: %s", e)
+
+    def __enter__(self) -> "RayClusterOnSpark":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
+def _merge(a: List[procs.ProcessRecord], b: List[procs.ProcessRecord]) -> List[procs.ProcessRecord]:
+    seen = set(a)
+    return a + [r for r in b if r not in seen]
+
+
+class _auth_env:
+    """Temporarily expose the cluster's token to this process's Ray core (for GCS probes)."""
+
+    def __init__(self, token: Optional[str]):
+        self.token = token
+
+    def __enter__(self):
+        self.saved = {k: os.environ.get(k) for k in (gcs.AUTH_MODE_ENV, gcs.AUTH_TOKEN_ENV)}
+        wanted = {gcs.AUTH_MODE_ENV: "token", gcs.AUTH_TOKEN_ENV: self.token} if self.token else {
+            gcs.AUTH_MODE_ENV: "disabled", gcs.AUTH_TOKEN_ENV: None}
+        self.changed = wanted != self.saved
+        if self.changed:  # re-reading Ray's config is only done when something differs
+            _set_env(wanted)
+            gcs.refresh_auth_config()
+        return self
+
+    def __exit__(self, *exc):
+        if self.changed:
+            _set_env(self.saved)
+            gcs.refresh_auth_config()
+
+
+def _set_env(values: Dict[str, Optional[str]]) -> None:
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

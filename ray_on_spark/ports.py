@@ -1,0 +1,32 @@
+"""Choosing ports for the head node.
+
+Ports are chosen by the OS (bind to port 0) and held open together until all are
+chosen, so they are distinct; no host-wide lock files, no fixed ranges that two
+clusters on one host could both pick from.  Worker nodes need no planning at all:
+they start with every port set to 0.
+"""
+
+from __future__ import annotations
+
+import socket
+from contextlib import ExitStack
+from typing import List
+
+
+def free_ports(count: int, host: str = "") -> List[int]:
+    """``count`` distinct ports that were free on ``host`` a moment ago."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((host, 0))
+            ports.append(s.getsockname()[1])
+        return ports
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,168 @@
+"""The node supervisor: one small process per Ray node that owns the node's process tree.
+
+Started by the driver (for the head) and by each barrier Spark task (for a worker
+node) as ``python -m ray_on_spark.supervisor [options] -- ray start --block ...``.
+
+Why a separate process: Spark kills a cancelled task's Python worker with SIGKILL and
+Ray's processes would survive it as orphans.  The supervisor
+
+* makes itself a *child subreaper*, so every process Ray forks (raylet, agents,
+  dashboard, workers) stays in its tree even when its parent dies;
+* watches its own parent and, for worker nodes, the head's GCS port; when either goes
+  away it tears the whole tree down (SIGTERM, then SIGKILL) and removes the node's
+  temp dir;
+* reports readiness on stdout: ``READY`` once ``ray start`` says the node runs, or
+  ``FAILED`` followed by the tail of ``ray start``'s output.
+
+It imports only the standard library, psutil and :mod:`ray_on_spark.procs`, so it
+starts in a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import List, Optional
+
+from ray_on_spark import procs
+from ray_on_spark.ports import port_open
+
+READY_MARKERS = ("Ray runtime started", "block forever")
+PR_SET_CHILD_SUBREAPER = 36
+EXIT_HEAD_LOST = 3
+EXIT_PARENT_LOST = 4
+EXIT_NODE_DIED = 5
+EXIT_START_FAILED = 6
+EXIT_TERMINATED = 0
+
+
+def _make_subreaper() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except Exception:  # non-Linux: orphans go to init, we still kill the tree we see
+        pass
+
+
+def _tail(path: str, limit: int = 4000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class Supervisor:
+    def __init__(self, args: argparse.Namespace, cmd: List[str]):
+        self.args = args
+        self.cmd = cmd
+        self.child: Optional[subprocess.Popen] = None
+        self.stopping = False
+        self.parent = args.parent_pid or os.getppid()
+
+    def _say(self, line: str) -> None:
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def run(self) -> int:
+        _make_subreaper()
+        me = procs.ProcessRecord.of(os.getpid())
+        # Let the node advertise who supervises it (driver-side shutdown checks use it).
+        fill = {"{supervisor_pid}": str(os.getpid()), "{supervisor_ctime}": str(int(me.create_time * 1000)) if me else "0"}
+        for key, value in fill.items():
+            self.cmd = [arg.replace(key, value) for arg in self.cmd]
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        log = open(self.args.log, "ab", buffering=0)
+        self.child = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        ready = False
+        head_misses = 0
+        deadline = time.monotonic() + self.args.start_timeout
+        code = EXIT_TERMINATED
+        reason = "terminated"
+        while not self.stopping:
+            rc = self.child.poll()
+            if rc is not None:
+                if ready:
+                    code, reason = EXIT_NODE_DIED, f"ray start exited with code {rc}"
+                else:
+                    code, reason = EXIT_START_FAILED, f"ray start exited with code {rc} before the node was up"
+                break
+            if os.getppid() != self.parent:
+                code, reason = EXIT_PARENT_LOST, "parent process died"
+                break
+            if not ready:
+                text = _tail(self.args.log, 2000)
+                if any(m in text for m in READY_MARKERS):
+                    ready = True
+                    self._say("READY")
+                elif time.monotonic() > deadline:
+                    code, reason = EXIT_START_FAILED, f"node not up after {self.args.start_timeout:.0f}s"
+                    break
+            elif self.args.watch_host:
+                if port_open(self.args.watch_host, self.args.watch_port):
+                    head_misses = 0
+                else:
+                    head_misses += 1
+                    if head_misses >= 2:
+                        code, reason = EXIT_HEAD_LOST, "Ray head unreachable"
+                        break
+            time.sleep(self.args.poll)
+        # Read the log before teardown: the node's temp dir (and the log) may be removed.
+        tail = _tail(self.args.log) if code in (EXIT_START_FAILED, EXIT_NODE_DIED) else ""
+        self._teardown()
+        if code != EXIT_TERMINATED or not ready:
+            self._say(f"FAILED {reason}")
+            if tail:
+                self._say(tail)
+        return code
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stopping = True
+
+    def _teardown(self) -> None:
+        # SIGTERM the whole tree at once (ray start's own shutdown stops its children
+        # one after another, with a wait each); orphans re-parented to us are included.
+        tree = [r for r in procs.tree(os.getpid()) if r.pid != os.getpid()]
+        procs.terminate(tree, grace=self.args.grace, kill_wait=1.0)
+        later = [r for r in procs.tree(os.getpid()) if r.pid != os.getpid()]
+        if later:  # anything forked while we were stopping
+            procs.terminate(later, grace=0.5, kill_wait=1.0)
+        procs.reap_all(timeout=1.0)
+        if self.args.cleanup_dir:
+            shutil.rmtree(self.args.cleanup_dir, ignore_errors=True)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        print("usage: python -m ray_on_spark.supervisor [options] -- command ...", file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    p = argparse.ArgumentParser(prog="ray_on_spark.supervisor")
+    p.add_argument("--log", required=True)
+    p.add_argument("--parent-pid", type=int, default=0)
+    p.add_argument("--watch-host", default="")
+    p.add_argument("--watch-port", type=int, default=0)
+    p.add_argument("--cleanup-dir", default="")
+    p.add_argument("--start-timeout", type=float, default=120.0)
+    p.add_argument("--grace", type=float, default=2.0)
+    p.add_argument("--poll", type=float, default=0.1)
+    args = p.parse_args(argv[:split])
+    return Supervisor(args, argv[split + 1 :]).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

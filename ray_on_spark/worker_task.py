@@ -1,0 +1,282 @@
+"""The body of the long-running barrier Spark task: one Ray worker node per task.
+
+Flow of every task (all tasks of the barrier stage run it together):
+
+1. describe its host (memory, /dev/shm, which executor it runs in) and
+   ``allGather`` the descriptions, so each task knows how many Ray nodes and executors
+   share its host and can compute a memory share that never overcommits the host;
+2. start a :mod:`ray_on_spark.supervisor` that runs ``ray start --block`` with the
+   task's CPUs, its GPU *addresses* and that memory share, and wait for READY/FAILED;
+3. ``allGather`` the outcome: if any node failed, every task stops its node and
+   *returns* the errors, so the driver gets the real error text at once (raising would
+   make Spark retry the whole barrier stage several times first);
+4. otherwise block until the node ends: the job is cancelled (Spark kills this Python
+   worker, the supervisor notices its parent is gone) or the head goes away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional
+
+from ray_on_spark import resources
+from ray_on_spark.options import labels_arg, to_cli_args
+
+logger = logging.getLogger(__name__)
+
+LABEL_CLUSTER = "ray-on-spark-cluster"
+LABEL_PARTITION = "ray-on-spark-partition"
+LABEL_PID = "ray-on-spark-supervisor-pid"
+LABEL_CTIME = "ray-on-spark-supervisor-ctime-ms"
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Everything a task needs, decided on the driver and shipped with the closure."""
+
+    cluster_id: str
+    head_host: str
+    head_port: int
+    auth_token: Optional[str]
+    num_gpus: int
+    requested_heap: Optional[int]
+    requested_object_store: Optional[int]
+    executor_footprint: int
+    driver_host: str
+    driver_host_reserved: int
+    temp_root: Optional[str]
+    worker_options: Dict[str, object] = field(default_factory=dict)
+    strict_mode: bool = False
+    start_timeout: float = 120.0
+
+    @property
+    def head_address(self) -> str:
+        return f"{self.head_host}:{self.head_port}"
+
+
+def host_ip_towards(host: str) -> str:
+    """The local IP this machine uses to reach ``host`` (what Ray calls the node IP)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect((host, 1))
+        return s.getsockname()[0]
+    except OSError:
+        return socket.gethostbyname(socket.gethostname())
+    finally:
+        s.close()
+
+
+def host_memory_bytes() -> int:
+    """Physical memory of this host, or the cgroup's limit when that is lower."""
+    import psutil
+
+    total = psutil.virtual_memory().total
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                raw = f.read().strip()
+            if raw.isdigit():
+                total = min(total, int(raw))
+        except OSError:
+            pass
+    return total
+
+
+def shm_bytes() -> int:
+    try:
+        return shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return host_memory_bytes()
+
+
+def executor_key() -> str:
+    """Identify the Spark executor (JVM) this Python worker belongs to."""
+    import psutil
+
+    p = psutil.Process()
+    try:
+        for parent in p.parents():
+            if "java" in parent.name():
+                return f"{parent.pid}:{int(parent.create_time())}"
+    except psutil.Error:
+        pass
+    return f"ppid-{os.getppid()}"
+
+
+def describe_host(plan: WorkerPlan, partition: int) -> dict:
+    return {
+        "partition": partition,
+        "host": host_ip_towards(plan.head_host),
+        "total_memory": host_memory_bytes(),
+        "shm_bytes": shm_bytes(),
+        "executor": executor_key(),
+    }
+
+
+def ray_start_command(
+    plan: WorkerPlan, num_cpus: int, gpus: List[str], share: resources.MemoryShare, temp_dir: str, labels: Dict[str, str]
+) -> List[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--block",
+        f"--address={plan.head_address}",
+        f"--num-cpus={num_cpus}",
+        f"--num-gpus={len(gpus)}",
+        f"--memory={share.heap_bytes}",
+        f"--object-store-memory={share.object_store_bytes}",
+        f"--temp-dir={temp_dir}",
+        # Several nodes may share a host: let the OS pick every port, no ranges to collide.
+        "--min-worker-port=0",
+        "--max-worker-port=0",
+        "--dashboard-agent-listen-port=0",
+        "--disable-usage-stats",
+        f"--labels={labels_arg(labels)}",
+        *to_cli_args(plan.worker_options),
+    ]
+
+
+def node_env(plan: WorkerPlan, gpus: List[str]) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    if plan.auth_token:
+        env["RAY_AUTH_MODE"] = "token"
+        env["RAY_AUTH_TOKEN"] = plan.auth_token
+    else:
+        env.pop("RAY_AUTH_TOKEN", None)
+        env["RAY_AUTH_MODE"] = "disabled"
+    # The node sees exactly the GPUs Spark assigned to this task, nothing else.
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+class NodeProcess:
+    """The supervisor subprocess and its stdout lines, read by a thread."""
+
+    def __init__(self, cmd: List[str], env: Dict[str, str]):
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_ready(self, timeout: float) -> Optional[str]:
+        """None when READY, else the failure text."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                return f"Ray worker node did not report ready within {timeout:.0f}s"
+            if line is None:
+                return "supervisor exited without output"
+            if line == "READY":
+                return None
+            if line.startswith("FAILED"):
+                return line + "\n" + self.rest()
+
+    def rest(self, timeout: float = 5.0) -> str:
+        out = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if line is None:
+                break
+            out.append(line)
+        return "\n".join(out)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
+    """Barrier task body (see module docstring). Yields JSON status records."""
+    from pyspark import BarrierTaskContext
+
+    ctx = BarrierTaskContext.get()
+    partition = ctx.partitionId()
+    me = describe_host(plan, partition)
+    infos = [json.loads(s) for s in ctx.allGather(json.dumps(me))]
+
+    error: Optional[str] = None
+    node: Optional[NodeProcess] = None
+    try:
+        hosts = resources.hosts_summary(infos, plan.driver_host, plan.driver_host_reserved)
+        share = resources.worker_memory_share(
+            hosts[me["host"]], plan.executor_footprint, plan.requested_heap, plan.requested_object_store
+        )
+        task_gpus = ctx.resources().get("gpu")
+        gpus = list(resources.gpu_addresses_for_node(task_gpus.addresses if task_gpus else [], plan.num_gpus))
+        num_cpus = int(ctx.cpus())
+        if plan.strict_mode:
+            resources.check_strict(num_cpus, share)
+        temp_dir = tempfile.mkdtemp(prefix=f"ros-{plan.cluster_id}-w{partition}-", dir=plan.temp_root)
+        log = os.path.join(temp_dir, "ray-start.log")
+        labels = {LABEL_CLUSTER: plan.cluster_id, LABEL_PARTITION: str(partition)}
+        sup_cmd = [
+            sys.executable, "-m", "ray_on_spark.supervisor",
+            "--log", log,
+            "--parent-pid", str(os.getpid()),
+            "--watch-host", plan.head_host,
+            "--watch-port", str(plan.head_port),
+            "--cleanup-dir", temp_dir,
+            "--start-timeout", str(plan.start_timeout),
+            "--",
+        ]
+        # The supervisor's own pid is only known after it starts; ray start reads the
+        # labels from its argv, so pass them through an env var the supervisor fills in.
+        labels[LABEL_PID] = "{supervisor_pid}"
+        labels[LABEL_CTIME] = "{supervisor_ctime}"
+        cmd = sup_cmd + ray_start_command(plan, num_cpus, gpus, share, temp_dir, labels)
+        node = NodeProcess(cmd, node_env(plan, gpus))
+        error = node.wait_ready(plan.start_timeout + 10)
+        if error:
+            error = f"Ray worker node for Spark partition {partition} on {me['host']} failed to start: {error}"
+    except Exception as e:  # resource arithmetic or spawn failure: report, don't retry
+        error = f"Ray worker node for Spark partition {partition} on {me['host']} could not be planned: {e}"
+
+    outcomes = [json.loads(s) for s in ctx.allGather(json.dumps({"partition": partition, "error": error}))]
+    failed = [o for o in outcomes if o["error"]]
+    if failed:
+        if node is not None:
+            node.stop()
+        if error:
+            yield json.dumps({"partition": partition, "status": "failed", "error": error})
+        return
+
+    assert node is not None
+    rc = node.proc.wait()
+    reason = node.rest()
+    if rc in (0, 3):  # stopped, or the head went away: the cluster was shut down
+        yield json.dumps({"partition": partition, "status": "stopped", "reason": reason})
+        return
+    raise RuntimeError(f"Ray worker node for Spark partition {partition} died (supervisor exit {rc}): {reason}")

@@ -1,0 +1,13 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ray_on_spark",
+    version="0.1.0",
+    description="Run Ray on Spark (setup_ray_cluster) and Spark on Ray.",
+    packages=find_packages(include=["ray_on_spark", "ray_on_spark.*"]),
+    python_requires=">=3.9",
+    install_requires=["pyspark>=4.0", "ray[default]>=2.52", "psutil"],
+    extras_require={
+        "test": ["pytest", "pyarrow", "pandas", "nbclient", "nbformat", "ipykernel"],
+    },
+)

@@ -1,0 +1,54 @@
+"""Test helpers that look at real processes (psutil), never at mocks."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Set, Tuple
+
+import psutil
+
+RAY_MARKERS = (
+    "ray_on_spark.supervisor",
+    "ray.scripts.scripts",
+    "/ray/core/src/ray/raylet/raylet",
+    "/ray/core/src/ray/gcs/gcs_server",
+    "ray/dashboard/",
+    "default_worker.py",
+    "ray/_private/log_monitor.py",
+    "ray/autoscaler/_private/monitor.py",
+    "ray.util.client.server",
+    "ray::",
+    "ray-dashboard-",
+)
+
+Proc = Tuple[int, float, str]
+
+
+def ray_processes() -> Set[Proc]:
+    """Every live (non-zombie) Ray process on this host started by the library or Ray."""
+    found = set()
+    for p in psutil.process_iter(["pid", "create_time", "cmdline", "name", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(p.info["cmdline"] or []) or (p.info["name"] or "")
+            if any(m in cmd for m in RAY_MARKERS):
+                found.add((p.info["pid"], p.info["create_time"], cmd[:160]))
+        except psutil.Error:
+            continue
+    return found
+
+
+def wait_no_new_ray_processes(baseline: Iterable[Proc], timeout: float = 15.0) -> Set[Proc]:
+    """Return the Ray processes not in ``baseline`` that are still alive after ``timeout``."""
+    base = {(pid, ct) for pid, ct, _ in baseline}
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = {p for p in ray_processes() if (p[0], p[1]) not in base}
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.1)
+
+
+def active_spark_jobs(sc) -> list:
+    return list(sc.statusTracker().getActiveJobsIds())

@@ -1,0 +1,120 @@
+"""Ray on Spark against a real Spark standalone cluster (2 workers x 1 core, 2 GiB)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import ray
+
+import ray_on_spark
+from helpers import active_spark_jobs, ray_processes, wait_no_new_ray_processes
+from ray_on_spark import resources, spark_env
+from ray_on_spark.worker_task import host_memory_bytes, shm_bytes
+
+
+def _expected_share(sc) -> resources.MemoryShare:
+    """What each worker node must get on this host: both executors and both nodes share it."""
+    head = resources.head_memory(0, None, None)
+    host = resources.HostView(
+        total_memory=host_memory_bytes(),
+        shm_bytes=shm_bytes(),
+        num_ray_worker_nodes=2,
+        num_executors=2,
+        reserved_bytes=head.total_bytes + spark_env.driver_memory(sc),
+    )
+    return resources.worker_memory_share(host, spark_env.executor_footprint(sc))
+
+
+def test_setup_connects_runs_on_both_nodes_and_shutdown_leaves_nothing(spark, no_ray_left):
+    address, remote = ray_on_spark.setup_ray_cluster(
+        max_worker_nodes=2, num_cpus_worker_node=1, num_gpus_worker_node=0
+    )
+    try:
+        assert os.environ["RAY_ADDRESS"] == address
+        assert remote.startswith("ray://")
+        ray.init()  # no address: RAY_ADDRESS points at the new cluster
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        workers = [n for n in nodes if "node:__internal_head__" not in n["Resources"]]
+        assert len(workers) == 2
+        expected = _expected_share(spark.sparkContext)
+        for n in workers:
+            assert n["Resources"]["CPU"] == 1.0
+            assert n["Resources"].get("GPU", 0) == 0
+            assert n["Resources"]["memory"] == pytest.approx(expected.heap_bytes, rel=0.01)
+            assert n["Resources"]["object_store_memory"] == pytest.approx(expected.object_store_bytes, rel=0.01)
+        # the Ray nodes plus the executors never exceed the host
+        host_total = host_memory_bytes()
+        used = 2 * expected.total_bytes + 2 * spark_env.executor_footprint(spark.sparkContext)
+        assert used <= host_total
+
+        @ray.remote(num_cpus=1)
+        def where(i):
+            import time
+
+            time.sleep(0.5)
+            return ray.get_runtime_context().get_node_id()
+
+        ran_on = set(ray.get([where.remote(i) for i in range(6)]))
+        assert ran_on == {n["NodeID"] for n in workers}
+        assert active_spark_jobs(spark.sparkContext)  # the barrier job holds the nodes
+    finally:
+        ray_on_spark.shutdown_ray_cluster()
+    assert not ray.is_initialized()
+    assert "RAY_ADDRESS" not in os.environ
+    assert active_spark_jobs(spark.sparkContext) == []
+    assert ray_on_spark.active_cluster() is None
+
+
+def test_setup_twice_refuses_and_setup_after_shutdown_works(spark, no_ray_left):
+    ray_on_spark.setup_ray_cluster(max_worker_nodes=2)
+    try:
+        before = ray_processes()
+        with pytest.raises(ray_on_spark.RayOnSparkError, match="already running"):
+            ray_on_spark.setup_ray_cluster(max_worker_nodes=1)
+        assert ray_processes() == before  # the refused call started nothing
+    finally:
+        ray_on_spark.shutdown_ray_cluster()
+    ray_on_spark.shutdown_ray_cluster()  # idempotent
+    address, _ = ray_on_spark.setup_ray_cluster(max_worker_nodes=1)
+    try:
+        ray.init()
+        assert ray.get(ray.remote(lambda: 42).remote()) == 42
+    finally:
+        ray_on_spark.shutdown_ray_cluster()
+
+
+def test_context_manager_owns_the_cluster(spark, no_ray_left):
+    with ray_on_spark.ray_cluster(max_worker_nodes=2) as cluster:
+        assert ray_on_spark.active_cluster() is cluster
+        assert cluster.dashboard_url.startswith("http://127.0.0.1:")
+        assert len(cluster.worker_nodes()) == 2
+        ray.init(address=cluster.address)
+        assert ray.cluster_resources()["CPU"] == 2.0
+    assert cluster.state == "stopped"
+    assert ray_on_spark.active_cluster() is None
+    assert not os.path.exists(cluster.temp_dir)
+
+
+def test_worker_that_cannot_start_fails_setup_fast_with_its_error(spark, no_ray_left):
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(ray_on_spark.RayOnSparkError) as err:
+        ray_on_spark.setup_ray_cluster(max_worker_nodes=2, worker_node_options={"object_manager_port": "notaport"})
+    assert time.monotonic() - t0 < 60
+    assert "notaport" in str(err.value)  # ray start's own complaint reaches the user
+    assert ray_on_spark.active_cluster() is None
+    assert active_spark_jobs(spark.sparkContext) == []
+
+
+def test_too_many_nodes_for_the_spark_slots_is_refused_before_start(spark, no_ray_left):
+    before = ray_processes()
+    with pytest.raises(ValueError, match="max_worker_nodes=3"):
+        ray_on_spark.setup_ray_cluster(max_worker_nodes=3)
+    assert ray_processes() == before
+
+
+def test_max_num_worker_nodes_uses_every_slot(spark, no_ray_left):
+    with ray_on_spark.ray_cluster(max_worker_nodes=ray_on_spark.MAX_NUM_WORKER_NODES) as cluster:
+        assert len(cluster.worker_nodes()) == 2
