@@ -82,7 +82,7 @@ def _check_temp_root(path: Optional[str]) -> Optional[str]:
             f"ray_temp_root_dir={path!r} is not writable by this user; pass a writable directory, "
             f"e.g. ray_temp_root_dir='/tmp'."
         )
-    if len(path) > 40:
+    if len(path) > 32:
         # Ray puts unix sockets under it; their paths are limited to 107 bytes.
         raise ValueError(
             f"ray_temp_root_dir={path!r} is {len(path)} characters; Ray's socket paths under it would exceed "

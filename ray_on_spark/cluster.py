@@ -314,42 +314,46 @@ class RayClusterOnSpark:
         return f"RayClusterOnSpark(id={self.cluster_id!r}, address={self.address!r}, state={self._state!r})"
 
     # ----------------------------------------------------------------- shutdown
-    def shutdown(self, timeout: float = 30.0) -> None:
-        """Cancel the Spark job, stop the head, wait until all our processes are gone.
+    def shutdown(self, timeout: float = 30.0, graceful: float = 5.0) -> None:
+        """Stop the head, let the worker tasks end, wait until all our processes are gone.
 
-        Idempotent. Processes are recorded by pid and create time; workers on other
-        hosts are known gone when the job's tasks are no longer running.
+        Order matters for speed: the head goes first; every worker supervisor watches
+        the head's GCS port and stops its node within about a second, so the barrier
+        tasks *return* and the job ends by itself.  Only a job still running after
+        ``graceful`` seconds is cancelled (Spark then needs its kill timeout to end the
+        Python workers).  Idempotent.  Processes are recorded by pid and create time;
+        workers on other hosts are known gone when the job has no running task.
         """
         with self._lock:
             if self._state in ("stopped", "stopping"):
                 return
             self._state = "stopping"
         t0 = time.monotonic()
+        deadline = t0 + timeout
         self._disconnect_driver()
         if self._head is not None:
             self._head_records = _merge(self._head_records, procs.tree(self._head.pid))
+            if self._head.poll() is None:
+                self._head.terminate()  # the supervisor stops the whole head tree
         sc = self.spark.sparkContext
-        try:
-            sc.cancelJobGroup(self.job_group)
-        except Exception as e:  # SparkContext already stopped: its tasks are gone too
-            logger.debug("cancelJobGroup failed: %s", e)
-        if self._head is not None and self._head.poll() is None:
-            self._head.terminate()  # the supervisor stops the whole head tree
-        deadline = t0 + timeout
-        logger.debug("shutdown: job cancelled and head signalled after %.2fs", time.monotonic() - t0)
+        if self._job_thread is not None:
+            self._job_thread.join(max(0.0, min(graceful, deadline - time.monotonic())))
+        if self._job_thread is None or self._job_thread.is_alive():
+            try:
+                sc.cancelJobGroup(self.job_group)
+            except Exception as e:  # SparkContext already stopped: its tasks are gone too
+                logger.debug("cancelJobGroup failed: %s", e)
         left = procs.wait_gone(self._head_records + self._worker_records, max(0.0, deadline - time.monotonic()))
         if left:
             logger.warning("killing %d Ray process(es) that outlived shutdown: %s", len(left), [r.pid for r in left])
-            left = procs.terminate(left, grace=1.0)
-        logger.debug("shutdown: recorded processes gone after %.2fs", time.monotonic() - t0)
+            procs.terminate(left, grace=1.0)
         if self._job_thread is not None:
             self._job_thread.join(max(0.0, deadline - time.monotonic()))
         try:
             while spark_env.job_has_active_tasks(sc, self.job_group) and time.monotonic() < deadline:
                 time.sleep(0.05)
-        except Exception:
+        except Exception:  # SparkContext stopped
             pass
-        logger.debug("shutdown: job tasks ended after %.2fs", time.monotonic() - t0)
         if self._head is not None:
             try:
                 self._head.wait(max(0.1, deadline - time.monotonic()))

@@ -127,7 +127,8 @@ class LocalStandaloneSpark:
             except subprocess.TimeoutExpired:
                 pass
         self._procs = []
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+        if not os.environ.get("RAY_ON_SPARK_KEEP_SPARK_LOGS"):
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalStandaloneSpark":
         return self.start()

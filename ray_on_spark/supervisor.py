@@ -89,6 +89,7 @@ class Supervisor:
         self.child = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         ready = False
         head_misses = 0
+        head_seen = False
         deadline = time.monotonic() + self.args.start_timeout
         code = EXIT_TERMINATED
         reason = "terminated"
@@ -104,17 +105,19 @@ class Supervisor:
                 code, reason = EXIT_PARENT_LOST, "parent process died"
                 break
             if not ready:
-                text = _tail(self.args.log, 2000)
+                text = _tail(self.args.log, 8000)
                 if any(m in text for m in READY_MARKERS):
                     ready = True
                     self._say("READY")
                 elif time.monotonic() > deadline:
                     code, reason = EXIT_START_FAILED, f"node not up after {self.args.start_timeout:.0f}s"
                     break
-            elif self.args.watch_host:
+            if self.args.watch_host:
+                # Once the head has answered, losing it means the cluster is gone --
+                # also while this node is still starting (shutdown right after setup).
                 if port_open(self.args.watch_host, self.args.watch_port):
-                    head_misses = 0
-                else:
+                    head_seen, head_misses = True, 0
+                elif head_seen:
                     head_misses += 1
                     if head_misses >= 2:
                         code, reason = EXIT_HEAD_LOST, "Ray head unreachable"
@@ -133,13 +136,20 @@ class Supervisor:
         self.stopping = True
 
     def _teardown(self) -> None:
-        # SIGTERM the whole tree at once (ray start's own shutdown stops its children
-        # one after another, with a wait each); orphans re-parented to us are included.
-        tree = [r for r in procs.tree(os.getpid()) if r.pid != os.getpid()]
-        procs.terminate(tree, grace=self.args.grace, kill_wait=1.0)
-        later = [r for r in procs.tree(os.getpid()) if r.pid != os.getpid()]
-        if later:  # anything forked while we were stopping
-            procs.terminate(later, grace=0.5, kill_wait=1.0)
+        """Stop the node's whole tree, fast: the cluster is going away, nothing to drain.
+
+        ``ray start --block`` would answer SIGTERM by draining the node for up to 30 s
+        and then stopping its children one after another, so it gets SIGKILL; its
+        children (re-parented to us, the subreaper) all get SIGTERM at once, and
+        SIGKILL after ``--grace`` seconds.
+        """
+        if self.child is not None and self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
+        for _ in range(2):  # a second pass catches anything forked while we were stopping
+            tree = [r for r in procs.tree(os.getpid()) if r.pid != os.getpid()]
+            if tree:
+                procs.terminate(tree, grace=self.args.grace, kill_wait=1.0)
         procs.reap_all(timeout=1.0)
         if self.args.cleanup_dir:
             shutil.rmtree(self.args.cleanup_dir, ignore_errors=True)
@@ -158,7 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--watch-port", type=int, default=0)
     p.add_argument("--cleanup-dir", default="")
     p.add_argument("--start-timeout", type=float, default=120.0)
-    p.add_argument("--grace", type=float, default=2.0)
+    p.add_argument("--grace", type=float, default=1.0)
     p.add_argument("--poll", type=float, default=0.1)
     args = p.parse_args(argv[:split])
     return Supervisor(args, argv[split + 1 :]).run()

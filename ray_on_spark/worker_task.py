@@ -256,7 +256,8 @@ def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
         # labels from its argv, so pass them through an env var the supervisor fills in.
         labels[LABEL_PID] = "{supervisor_pid}"
         labels[LABEL_CTIME] = "{supervisor_ctime}"
-        cmd = sup_cmd + ray_start_command(plan, num_cpus, gpus, share, temp_dir, labels)
+        # Ray makes its temp dir world-writable; keeping it inside our 0700 dir keeps it private.
+        cmd = sup_cmd + ray_start_command(plan, num_cpus, gpus, share, os.path.join(temp_dir, "r"), labels)
         node = NodeProcess(cmd, node_env(plan, gpus))
         error = node.wait_ready(plan.start_timeout + 10)
         if error:

@@ -1,0 +1,222 @@
+"""Start-up and shutdown of a Ray cluster on Spark: ray_on_spark vs ray.util.spark vs the floor.
+
+One run, one Spark standalone cluster on 127.0.0.1 (2 workers x 1 core, 2 GiB), the
+same arguments for both libraries, alternating, ``--reps`` times each.  The floor is
+plain ``ray start``: a head, then N workers once the head answers.
+
+* setup    = call until ``ray.init()`` sees every node;
+* shutdown = call until no Ray process of that cluster is left on the host;
+* leftover = Ray processes still alive 5 s after the shutdown call returned.
+
+Prints a table and, as its last line, JSON with the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+from helpers import ray_processes  # noqa: E402
+
+
+def _new_procs(baseline):
+    base = {(p, c) for p, c, _ in baseline}
+    return {p for p in ray_processes() if (p[0], p[1]) not in base}
+
+
+def _wait_zero(baseline, timeout=60.0) -> float:
+    t0 = time.monotonic()
+    while _new_procs(baseline) and time.monotonic() - t0 < timeout:
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def _wait_nodes(n: int, timeout=300.0) -> None:
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while sum(1 for x in ray.nodes() if x["Alive"]) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{n} nodes not seen")
+        time.sleep(0.05)
+
+
+def _node_memory():
+    import ray
+
+    return [
+        (x["Resources"].get("memory", 0) / 2**30, x["Resources"].get("object_store_memory", 0) / 2**30)
+        for x in ray.nodes()
+        if x["Alive"] and "node:__internal_head__" not in x["Resources"]
+    ]
+
+
+def run_ours(n: int) -> dict:
+    import ray
+
+    import ray_on_spark
+
+    baseline = ray_processes()
+    t0 = time.monotonic()
+    ray_on_spark.setup_ray_cluster(max_worker_nodes=n, num_cpus_worker_node=1, num_gpus_worker_node=0)
+    ray.init()
+    _wait_nodes(n + 1)
+    setup = time.monotonic() - t0
+    mem = _node_memory()
+    ray.shutdown()
+    t0 = time.monotonic()
+    ray_on_spark.shutdown_ray_cluster()
+    shutdown = time.monotonic() - t0 + _wait_zero(baseline)
+    time.sleep(0)  # leftovers: counted after the same 5 s as for ray.util.spark
+    left = _leftover(baseline)
+    return {"setup": setup, "shutdown": shutdown, "leftover": left, "mem": mem}
+
+
+def _leftover(baseline) -> int:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _new_procs(baseline):
+        time.sleep(0.1)
+    return len(_new_procs(baseline))
+
+
+def run_ray_util_spark(n: int) -> dict:
+    import ray
+    from ray.util import spark as rus
+
+    baseline = ray_processes()
+    t0 = time.monotonic()
+    rus.setup_ray_cluster(max_worker_nodes=n, num_cpus_worker_node=1, num_gpus_worker_node=0)
+    ray.init()
+    _wait_nodes(n + 1)
+    setup = time.monotonic() - t0
+    mem = _node_memory()
+    ray.shutdown()
+    t0 = time.monotonic()
+    rus.shutdown_ray_cluster()
+    returned = time.monotonic() - t0
+    left = _leftover(baseline)
+    shutdown = returned + (_wait_zero(baseline, timeout=10) if left == 0 else float("nan"))
+    procs_left = sorted(p[2][:80] for p in _new_procs(baseline))
+    return {"setup": setup, "shutdown": shutdown, "leftover": left, "mem": mem, "left_cmds": procs_left}
+
+
+def run_floor(n: int) -> dict:
+    """Plain `ray start`: head, then the workers once the head's GCS answers."""
+    import ray
+    from ray_on_spark.ports import free_ports
+
+    baseline = ray_processes()
+    tmp = tempfile.mkdtemp(prefix="ros-floor-")
+    port = free_ports(1)[0]
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    ray_cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats"]
+    procs = []
+    t0 = time.monotonic()
+    procs.append(subprocess.Popen(ray_cmd + ["--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={tmp}/h",
+                                            "--dashboard-host=127.0.0.1"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    import ray._private.services as services
+    from ray_on_spark import gcs
+
+    address = f"{services.get_node_ip_address()}:{port}"
+    old = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE",)}
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    gcs.refresh_auth_config()
+    try:
+        gcs.wait_until(lambda: gcs.list_nodes(gcs.gcs_client(address)) or None, timeout=120, what="floor head")
+        for i in range(n):
+            procs.append(subprocess.Popen(ray_cmd + [f"--address={address}", "--num-cpus=1", f"--temp-dir={tmp}/w{i}",
+                                                    "--min-worker-port=0", "--max-worker-port=0",
+                                                    "--dashboard-agent-listen-port=0"], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        ray.init(address=address)
+        _wait_nodes(n + 1)
+        setup = time.monotonic() - t0
+        ray.shutdown()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        gcs.refresh_auth_config()
+    _wait_zero(baseline, timeout=20)
+    return {"setup": setup}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--skip-ray-util-spark", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    # ray.util.spark runs `ray` from PATH (shutil.which) on the driver and executors.
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+    from ray_on_spark.local_standalone import LocalStandaloneSpark, session_builder
+    from ray_on_spark.spark_env import wait_for_slots
+
+    results = {"ours": [], "ray.util.spark": [], "floor": []}
+    with LocalStandaloneSpark(num_workers=args.workers, cores=1, memory="2g") as local:
+        spark = session_builder(local.master_url, "ray_on_spark-bench-startup").getOrCreate()
+        try:
+            wait_for_slots(spark.sparkContext, args.workers, None, 60)
+            # warm-up: first Python workers, imports, JIT of the Spark scheduler
+            spark.sparkContext.parallelize(range(args.workers), args.workers).map(lambda x: x).collect()
+            for rep in range(args.reps):
+                order = ["ours", "ray.util.spark", "floor"] if rep % 2 == 0 else ["floor", "ray.util.spark", "ours"]
+                for name in order:
+                    if name == "ray.util.spark" and args.skip_ray_util_spark:
+                        continue
+                    fn = {"ours": run_ours, "ray.util.spark": run_ray_util_spark, "floor": run_floor}[name]
+                    r = fn(args.workers)
+                    results[name].append(r)
+                    print(f"rep {rep} {name:15s} " + " ".join(
+                        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
+        finally:
+            spark.stop()
+
+    def med(name, key):
+        vals = [r[key] for r in results[name] if key in r]
+        return statistics.median(vals) if vals else float("nan")
+
+    ours, theirs, floor = med("ours", "setup"), med("ray.util.spark", "setup"), med("floor", "setup")
+    print()
+    print(f"{'':16s}{'setup s':>10s}{'shutdown s':>12s}{'leftover':>10s}  per-node memory / object store GiB")
+    for name in ("ours", "ray.util.spark", "floor"):
+        if not results[name]:
+            continue
+        mem = results[name][0].get("mem", "")
+        print(f"{name:16s}{med(name, 'setup'):10.2f}{med(name, 'shutdown'):12.2f}{med(name, 'leftover'):10.0f}  "
+              + ", ".join(f"{h:.2f}/{o:.2f}" for h, o in mem))
+    print(f"ratio ours / ray.util.spark = {ours / theirs:.2f}; ours - floor = {ours - floor:+.2f} s")
+    print(json.dumps({
+        "ours_setup_s": round(ours, 2),
+        "ray_util_spark_setup_s": round(theirs, 2),
+        "floor_s": round(floor, 2),
+        "ratio": round(ours / theirs, 3),
+        "ours_shutdown_s": round(med("ours", "shutdown"), 2),
+        "ours_leftover_processes": med("ours", "leftover"),
+        "ray_util_spark_leftover_processes": med("ray.util.spark", "leftover"),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
