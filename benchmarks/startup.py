@@ -77,7 +77,6 @@ def run_ours(n: int) -> dict:
     t0 = time.monotonic()
     ray_on_spark.shutdown_ray_cluster()
     shutdown = time.monotonic() - t0 + _wait_zero(baseline)
-    time.sleep(0)  # leftovers: counted after the same 5 s as for ray.util.spark
     left = _leftover(baseline)
     return {"setup": setup, "shutdown": shutdown, "leftover": left, "mem": mem}
 
@@ -156,6 +155,9 @@ def run_floor(n: int) -> dict:
                 os.environ[k] = v
         gcs.refresh_auth_config()
     _wait_zero(baseline, timeout=20)
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
     return {"setup": setup}
 
 

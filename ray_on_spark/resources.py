@@ -149,16 +149,19 @@ def worker_memory_share(
             "spark.executor.memory."
         )
     shm_cap = int(host.shm_bytes * safety_fraction) // host.num_ray_worker_nodes
+    min_heap = requested_heap if requested_heap is not None else MIN_WORKER_HEAP_BYTES
     if requested_object_store is not None:
         object_store = requested_object_store
-        if object_store > min(per_node, shm_cap):
+        most = min(per_node - min_heap, shm_cap)
+        if object_store > most:
             raise InsufficientResourcesError(
                 f"object_store_memory_worker_node={object_store} ({format_bytes(object_store)}) does not fit: "
-                f"{explain}; /dev/shm allows {format_bytes(shm_cap)} per node. "
-                f"Use at most {min(per_node, shm_cap) - (requested_heap or MIN_WORKER_HEAP_BYTES)} bytes."
+                f"{explain}; /dev/shm allows {format_bytes(shm_cap)} per node and the heap needs "
+                f"{format_bytes(min_heap)}. Use object_store_memory_worker_node <= {max(most, 0)}."
             )
     else:
-        object_store = min(int(per_node * object_store_fraction), shm_cap)
+        # 30 % of the share, but never so much that the heap drops below its minimum.
+        object_store = min(int(per_node * object_store_fraction), shm_cap, per_node - MIN_WORKER_HEAP_BYTES)
     object_store = max(object_store, RAY_MIN_OBJECT_STORE_BYTES)
     if requested_heap is not None:
         heap = requested_heap
