@@ -122,9 +122,12 @@ def run_floor(n: int) -> dict:
     ray_cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats"]
     procs = []
     t0 = time.monotonic()
+    dash_port, client_port = free_ports(2)
     procs.append(subprocess.Popen(ray_cmd + ["--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={tmp}/h",
-                                            "--dashboard-host=127.0.0.1"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+                                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
+                                            f"--ray-client-server-port={client_port}", "--dashboard-agent-listen-port=0",
+                                            "--min-worker-port=0", "--max-worker-port=0"], env=env,
+                                  stdout=open(f"{tmp}/head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
     import ray._private.services as services
     from ray_on_spark import gcs
 
@@ -138,9 +141,16 @@ def run_floor(n: int) -> dict:
             procs.append(subprocess.Popen(ray_cmd + [f"--address={address}", "--num-cpus=1", f"--temp-dir={tmp}/w{i}",
                                                     "--min-worker-port=0", "--max-worker-port=0",
                                                     "--dashboard-agent-listen-port=0"], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+                                          stdout=open(f"{tmp}/w{i}.log", "w"), stderr=subprocess.STDOUT,
+                                          start_new_session=True))
         ray.init(address=address)
-        _wait_nodes(n + 1)
+        try:
+            _wait_nodes(n + 1, timeout=90)
+        except TimeoutError:
+            for name in sorted(os.listdir(tmp)):
+                if name.endswith(".log"):
+                    print(f"--- floor {name}:\n" + open(os.path.join(tmp, name)).read()[-2000:])
+            raise
         setup = time.monotonic() - t0
         ray.shutdown()
     finally:

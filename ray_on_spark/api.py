@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 import time
 import warnings
@@ -74,20 +75,21 @@ def _check_temp_root(path: Optional[str]) -> Optional[str]:
     if not isinstance(path, str) or not path:
         raise ValueError(f"ray_temp_root_dir={path!r} must be a directory path, e.g. '/tmp'.")
     path = os.path.abspath(path)
-    probe = path
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"ray_temp_root_dir={path!r} is not writable by this user; pass a writable directory, "
-            f"e.g. ray_temp_root_dir='/tmp'."
-        )
     if len(path) > 32:
         # Ray puts unix sockets under it; their paths are limited to 107 bytes.
         raise ValueError(
             f"ray_temp_root_dir={path!r} is {len(path)} characters; Ray's socket paths under it would exceed "
             "the 107-byte limit. Use a shorter path, e.g. ray_temp_root_dir='/tmp'."
         )
+    try:  # really try: os.access() says yes to root even on read-only file systems
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"ray_temp_root_dir={path!r} is not writable by this user ({e.strerror}); pass a writable "
+            f"directory, e.g. ray_temp_root_dir='/tmp'."
+        ) from None
     return path
 
 

@@ -172,6 +172,7 @@ class RayClusterOnSpark:
     def _start_head(self) -> None:
         env = dict(os.environ)
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        env["TMPDIR"] = self.temp_dir  # stray files of Ray's processes stay in our private dir
         env.pop("RAY_ADDRESS", None)
         if self.plan.worker.auth_token:
             env[gcs.AUTH_MODE_ENV] = "token"

@@ -149,8 +149,11 @@ def ray_start_command(
     ]
 
 
-def node_env(plan: WorkerPlan, gpus: List[str]) -> Dict[str, str]:
+def node_env(plan: WorkerPlan, gpus: List[str], temp_dir: str) -> Dict[str, str]:
     env = dict(os.environ)
+    # Ray's processes (the dashboard's multiprocessing among them) leave files in
+    # TMPDIR when they are killed; keep those inside the node's own temp dir.
+    env["TMPDIR"] = temp_dir
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     if plan.auth_token:
         env["RAY_AUTH_MODE"] = "token"
@@ -258,7 +261,7 @@ def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
         labels[LABEL_CTIME] = "{supervisor_ctime}"
         # Ray makes its temp dir world-writable; keeping it inside our 0700 dir keeps it private.
         cmd = sup_cmd + ray_start_command(plan, num_cpus, gpus, share, os.path.join(temp_dir, "r"), labels)
-        node = NodeProcess(cmd, node_env(plan, gpus))
+        node = NodeProcess(cmd, node_env(plan, gpus, temp_dir))
         error = node.wait_ready(plan.start_timeout + 10)
         if error:
             error = f"Ray worker node for Spark partition {partition} on {me['host']} failed to start: {error}"
