@@ -232,7 +232,8 @@ class RayClusterOnSpark:
 
     def _job_failure_text(self) -> str:
         if self._job_error is not None:
-            return f"The Spark job holding the Ray worker nodes failed: {self._job_error}"
+            text = str(self._job_error)
+            return f"The Spark job holding the Ray worker nodes failed: {_short_spark_error(text)}{_executor_hint(text)}"
         errors = [json.loads(r).get("error") or json.loads(r).get("reason") for r in self._job_results or []]
         errors = [e for e in errors if e]
         return "Ray worker nodes failed to start:\n" + ("\n".join(errors) or "(no error text)")
@@ -382,6 +383,22 @@ class RayClusterOnSpark:
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
+
+
+def _short_spark_error(text: str) -> str:
+    """The Python traceback of the failed task, without the JVM stack frames around it."""
+    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("at ")]
+    return "\n".join(lines[:60])
+
+
+def _executor_hint(text: str) -> str:
+    if "No module named 'ray_on_spark'" in text or "No module named 'ray'" in text:
+        return (
+            "\nFix: the executors' Python cannot import ray_on_spark/ray. Install them there, or point the "
+            "executors at a Python that has them: set PYSPARK_PYTHON before creating the SparkSession "
+            "(or spark.pyspark.python with spark-submit), and spark.executorEnv.PATH if `ray` must be on PATH."
+        )
+    return ""
 
 
 def _merge(a: List[procs.ProcessRecord], b: List[procs.ProcessRecord]) -> List[procs.ProcessRecord]:
