@@ -26,3 +26,49 @@ def test_setup_runs_tasks_and_shuts_down_on_local_masters(master, no_ray_left):
         assert active_spark_jobs(spark.sparkContext) == []
     finally:
         spark.stop()
+
+
+BLOCKER = '''
+import importlib.abc, sys
+class _NoRay(importlib.abc.MetaPathFinder):
+    """This interpreter behaves as if ray and ray_on_spark were not installed."""
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("ray", "ray_on_spark"):
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return None
+sys.meta_path.insert(0, _NoRay())
+'''
+
+
+def test_executors_without_ray_fail_setup_fast_with_the_fix(tmp_path, monkeypatch, no_ray_left):
+    """The executors' Python cannot import Ray: setup fails within 15 s, names the fix, retries nothing."""
+    import os
+    import sys
+    import time
+
+    from ray_on_spark.local_standalone import session_builder
+
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    wrapper = tmp_path / "python-without-ray"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{tmp_path}:$PYTHONPATH" exec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PYSPARK_PYTHON", str(wrapper))
+    spark = session_builder("local-cluster[2,1,1024]", "ray_on_spark-no-ray-on-executors").getOrCreate()
+    try:
+        from ray_on_spark.spark_env import wait_for_slots
+
+        wait_for_slots(spark.sparkContext, 2, None, 60)
+        t0 = time.monotonic()
+        with pytest.raises(ray_on_spark.RayOnSparkError) as err:
+            ray_on_spark.setup_ray_cluster(max_worker_nodes=2)
+        elapsed = time.monotonic() - t0
+        msg = str(err.value)
+        assert elapsed < 15, elapsed
+        assert "No module named 'ray" in msg
+        assert "PYSPARK_PYTHON" in msg and "spark.executorEnv.PATH" in msg
+        assert active_spark_jobs(spark.sparkContext) == []
+        # nothing keeps retrying: no job of the failed cluster is still running (checked above)
+        assert ray_on_spark.active_cluster() is None
+        assert os.environ.get("RAY_ADDRESS") is None
+    finally:
+        spark.stop()
