@@ -72,3 +72,30 @@ def test_executors_without_ray_fail_setup_fast_with_the_fix(tmp_path, monkeypatc
         assert os.environ.get("RAY_ADDRESS") is None
     finally:
         spark.stop()
+
+
+HOME_TOKEN_DRIVER = """
+import sys, ray, ray_on_spark
+from ray_on_spark.local_standalone import session_builder
+spark = session_builder("local[2]", "ray_on_spark-home-token").getOrCreate()
+with ray_on_spark.ray_cluster(max_worker_nodes=2):
+    ray.init()
+    print("RESULT", ray.get(ray.remote(lambda: 6 * 7).remote()), flush=True)
+spark.stop()
+"""
+
+
+def test_setup_works_when_home_has_a_stale_ray_auth_token(tmp_path, no_ray_left):
+    """A plain local ray.init() leaves ~/.ray/auth_token behind; ray.util.spark then fails with
+    InvalidAuthToken. Each of our clusters carries its own token, so the file does not matter."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("0" * 64)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(tmp_path), PYSPARK_PYTHON=sys.executable)
+    proc = subprocess.run([sys.executable, "-c", HOME_TOKEN_DRIVER], env=env, capture_output=True, text=True, timeout=300)
+    assert "RESULT 42" in proc.stdout, proc.stderr[-3000:]
+    assert proc.returncode == 0

@@ -118,3 +118,33 @@ def test_too_many_nodes_for_the_spark_slots_is_refused_before_start(spark, no_ra
 def test_max_num_worker_nodes_uses_every_slot(spark, no_ray_left):
     with ray_on_spark.ray_cluster(max_worker_nodes=ray_on_spark.MAX_NUM_WORKER_NODES) as cluster:
         assert len(cluster.worker_nodes()) == 2
+
+
+def test_secure_defaults_dashboard_on_loopback_private_dirs_and_token_auth(spark, no_ray_left):
+    """Dashboard on 127.0.0.1, temp dirs 0700, and a client without the cluster's token is refused."""
+    import glob
+    import stat
+    import subprocess
+    import sys
+
+    import psutil
+
+    with ray_on_spark.ray_cluster(max_worker_nodes=2) as cluster:
+        port = cluster.plan.head.dashboard_port
+        listeners = [c.laddr.ip for c in psutil.net_connections("inet") if c.status == "LISTEN" and c.laddr.port == port]
+        assert listeners and set(listeners) <= {"127.0.0.1", "::ffff:127.0.0.1"}, listeners
+        dirs = [cluster.temp_dir] + glob.glob(f"/tmp/ros-{cluster.cluster_id}-w*")
+        assert len(dirs) == 3
+        assert all(stat.S_IMODE(os.stat(d).st_mode) == 0o700 for d in dirs), dirs
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        probe = (
+            "from ray._raylet import GcsClient\n"
+            "try:\n"
+            f"    GcsClient(address='{cluster.address}').get_all_node_info(timeout=3); print('ACCEPTED')\n"
+            "except Exception as e:\n"
+            "    print('REFUSED', e)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60).stdout
+        assert "REFUSED" in out and "InvalidAuthToken" in out, out
+        ray.init()  # the driver holds the cluster's token
+        assert ray.get(ray.remote(lambda: "ok").remote()) == "ok"
