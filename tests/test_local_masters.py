@@ -99,3 +99,60 @@ def test_setup_works_when_home_has_a_stale_ray_auth_token(tmp_path, no_ray_left)
     proc = subprocess.run([sys.executable, "-c", HOME_TOKEN_DRIVER], env=env, capture_output=True, text=True, timeout=300)
     assert "RESULT 42" in proc.stdout, proc.stderr[-3000:]
     assert proc.returncode == 0
+
+
+TWIN_DRIVER = """
+import os, sys, time, ray, ray_on_spark
+from ray_on_spark.local_standalone import session_builder
+me, other, rendezvous = sys.argv[1], sys.argv[2], sys.argv[3]
+spark = session_builder("local[1]", "ray_on_spark-" + me).getOrCreate()
+with ray_on_spark.ray_cluster(max_worker_nodes=1) as cluster:
+    ray.init()
+    open(os.path.join(rendezvous, me), "w").close()
+    deadline = time.monotonic() + 180
+    while not os.path.exists(os.path.join(rendezvous, other)):   # both clusters are up at once
+        assert time.monotonic() < deadline, "the other cluster never came up"
+        time.sleep(0.1)
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    out = ray.get([ray.remote(lambda: ray.get_runtime_context().get_node_id()).remote() for _ in range(4)])
+    print("RESULT", cluster.address, len(nodes), len(set(out)), flush=True)
+    open(os.path.join(rendezvous, me + ".done"), "w").close()
+    while not os.path.exists(os.path.join(rendezvous, other + ".done")):
+        assert time.monotonic() < deadline, "the other cluster never finished"
+        time.sleep(0.1)
+spark.stop()
+"""
+
+
+def test_two_clusters_on_one_host_from_two_drivers_do_not_touch_each_other(tmp_path, no_ray_left):
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    tmp_before = set(os.listdir(tempfile.gettempdir()))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYSPARK_PYTHON"] = sys.executable
+    drivers = [
+        subprocess.Popen([sys.executable, "-c", TWIN_DRIVER, me, other, str(tmp_path)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for me, other in (("a", "b"), ("b", "a"))
+    ]
+    try:
+        outs = [d.communicate(timeout=300) for d in drivers]
+    finally:
+        for d in drivers:
+            if d.poll() is None:
+                d.kill()
+    results = []
+    for d, (out, err) in zip(drivers, outs):
+        assert d.returncode == 0, err[-3000:]
+        line = [x for x in out.splitlines() if x.startswith("RESULT")][-1].split()
+        results.append(line)
+    addresses = {r[1] for r in results}
+    assert len(addresses) == 2  # two clusters, two heads
+    assert all(r[2] == "2" for r in results)  # each sees only its own head + worker
+    assert all(r[3] == "1" for r in results)  # and runs work on its own worker
+    # no host-wide lock or port files left in /tmp
+    left = {n for n in set(os.listdir(tempfile.gettempdir())) - tmp_before if not n.startswith(("pytest-", "tmp"))}
+    assert not left, left
