@@ -143,6 +143,9 @@ class RayClusterOnSpark:
         self._job_error: Optional[BaseException] = None
         self._saved_env: Dict[str, Optional[str]] = {}
         self._client = None
+        self._stop_monitor = threading.Event()
+        self._monitor_thread: Optional[threading.Thread] = None
+        self._dead_nodes: Dict[str, gcs.NodeView] = {}
 
     # ----------------------------------------------------------------- start
     def start(self) -> "RayClusterOnSpark":
@@ -162,6 +165,8 @@ class RayClusterOnSpark:
         self._head_records = procs.tree(self._head.pid)
         with self._lock:
             self._state = "running"
+        self._monitor_thread = threading.Thread(target=self._monitor, name=f"ray_on_spark-monitor-{self.cluster_id}", daemon=True)
+        self._monitor_thread.start()
         self.setup_seconds = time.monotonic() - t0
         logger.info(
             "Ray cluster %s on Spark is up in %.1fs: head %s, %d worker node(s), dashboard %s",
@@ -173,6 +178,11 @@ class RayClusterOnSpark:
         env = dict(os.environ)
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         env["TMPDIR"] = self.temp_dir  # stray files of Ray's processes stay in our private dir
+        # The GCS declares a silent node dead after period x threshold (Ray's default 3 s x 5);
+        # a lost executor should leave the cluster within a few seconds instead.
+        env.setdefault("RAY_health_check_period_ms", "1000")
+        env.setdefault("RAY_health_check_timeout_ms", "1000")
+        env.setdefault("RAY_health_check_failure_threshold", "4")
         env.pop("RAY_ADDRESS", None)
         if self.plan.worker.auth_token:
             env[gcs.AUTH_MODE_ENV] = "token"
@@ -191,7 +201,8 @@ class RayClusterOnSpark:
         # Own session: a Ctrl-C in the driver's terminal must not kill the head behind
         # our back; we stop it ourselves (and the supervisor follows the driver's death).
         self._head = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+            start_new_session=True,
         )
         self._head_records = [r for r in [procs.ProcessRecord.of(self._head.pid)] if r]
 
@@ -286,7 +297,53 @@ class RayClusterOnSpark:
                 continue
             p = rec.process()
             if p is not None:
-                self._worker_records.append(procs.ProcessRecord(p.pid, p.create_time()))
+                exact = procs.ProcessRecord(p.pid, p.create_time())
+                if exact not in self._worker_records:
+                    self._worker_records.append(exact)
+
+    def _monitor(self, interval: float = 0.5) -> None:
+        """Watch the cluster while it runs: say which worker node died and why, and when the job ends.
+
+        The tasks restart dead nodes themselves; this thread only makes it visible on
+        the driver (a warning naming the node, its Spark partition and Ray's reason).
+        """
+        client = None
+        job_reported = False
+        while not self._stop_monitor.wait(interval):
+            if self._state != "running":
+                continue
+            try:
+                client = client or gcs.gcs_client(self.address)
+                nodes = gcs.list_nodes(client, timeout=1.0)
+            except Exception as e:  # the head may be busy; try again next round
+                logger.debug("monitor: GCS probe failed: %s", e)
+                continue
+            for v in nodes:
+                if v.is_head or v.alive or v.labels.get(LABEL_CLUSTER) != self.cluster_id or v.node_id in self._dead_nodes:
+                    continue
+                self._dead_nodes[v.node_id] = v
+                logger.warning(
+                    "Ray worker node %s (Spark partition %s, %s) died: %s. Its Spark task restarts it; "
+                    "the cluster is degraded until then.",
+                    v.node_id[:12], v.labels.get(LABEL_PARTITION), v.address, v.death_reason or "no reason given",
+                )
+            if not job_reported and self._job_thread is not None and not self._job_thread.is_alive():
+                job_reported = True
+                logger.error("The Ray cluster %s lost its Spark job: %s", self.cluster_id, self._job_failure_text())
+
+    def status(self) -> Dict[str, object]:
+        """``{"state", "expected_worker_nodes", "alive_worker_nodes", "degraded", "dead_worker_nodes"}``."""
+        alive = len(self.worker_nodes()) if self._state == "running" else 0
+        return {
+            "state": self._state,
+            "expected_worker_nodes": self.plan.num_worker_nodes,
+            "alive_worker_nodes": alive,
+            "degraded": self._state == "running" and alive < self.plan.num_worker_nodes,
+            "dead_worker_nodes": [
+                {"node_id": v.node_id, "partition": v.labels.get(LABEL_PARTITION), "reason": v.death_reason}
+                for v in self._dead_nodes.values()
+            ],
+        }
 
     # ----------------------------------------------------------------- env
     def _export_env(self) -> None:
@@ -304,9 +361,18 @@ class RayClusterOnSpark:
 
     # ----------------------------------------------------------------- info
     def worker_nodes(self) -> List[gcs.NodeView]:
-        """Alive worker nodes of this cluster, as the GCS reports them."""
+        """Alive worker nodes of this cluster, one per Spark partition, as the GCS reports them.
+
+        After a node is restarted in its task, the GCS lists the dead one as alive until
+        its health checks fail; the newest node of each partition is the real one.
+        """
         with _auth_env(self.plan.worker.auth_token):
-            return sorted(self._our_nodes(), key=lambda v: int(v.labels.get(LABEL_PARTITION, "0")))
+            newest: Dict[str, gcs.NodeView] = {}
+            for v in self._our_nodes():
+                part = v.labels.get(LABEL_PARTITION, "")
+                if part not in newest or v.start_time_ms > newest[part].start_time_ms:
+                    newest[part] = v
+            return sorted(newest.values(), key=lambda v: int(v.labels.get(LABEL_PARTITION, "0") or 0))
 
     @property
     def state(self) -> str:
@@ -332,6 +398,13 @@ class RayClusterOnSpark:
             self._state = "stopping"
         t0 = time.monotonic()
         deadline = t0 + timeout
+        self._stop_monitor.set()
+        was_running = self._state == "stopping" and self._client is not None
+        if was_running:  # nodes restarted since setup have new supervisors: record them too
+            try:
+                self._record_worker_supervisors(self.worker_nodes())
+            except Exception as e:
+                logger.debug("could not list worker nodes before shutdown: %s", e)
         self._disconnect_driver()
         if self._head is not None:
             self._head_records = _merge(self._head_records, procs.tree(self._head.pid))

@@ -66,6 +66,8 @@ class NodeView:
     is_head: bool
     labels: Dict[str, str] = field(default_factory=dict)
     resources: Dict[str, float] = field(default_factory=dict)
+    death_reason: str = ""
+    start_time_ms: int = 0
 
 
 def gcs_client(address: str):
@@ -86,6 +88,8 @@ def list_nodes(client, timeout: float = 2.0) -> List[NodeView]:
                 is_head=bool(info.is_head_node),
                 labels=dict(info.labels),
                 resources=dict(info.resources_total),
+                death_reason=info.death_info.reason_message if info.HasField("death_info") else "",
+                start_time_ms=int(info.start_time_ms),
             )
         )
     return out

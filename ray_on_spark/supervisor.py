@@ -90,6 +90,7 @@ class Supervisor:
         ready = False
         head_misses = 0
         head_seen = False
+        raylets: List[procs.ProcessRecord] = []
         deadline = time.monotonic() + self.args.start_timeout
         code = EXIT_TERMINATED
         reason = "terminated"
@@ -108,10 +109,16 @@ class Supervisor:
                 text = _tail(self.args.log, 8000)
                 if any(m in text for m in READY_MARKERS):
                     ready = True
+                    raylets = self._raylets()
                     self._say("READY")
                 elif time.monotonic() > deadline:
                     code, reason = EXIT_START_FAILED, f"node not up after {self.args.start_timeout:.0f}s"
                     break
+            elif raylets and not any(r.alive() for r in raylets):
+                # ray start --block notices a dead raylet only after stopping the rest one
+                # by one; we tear the node down at once so the task can restart it.
+                code, reason = EXIT_NODE_DIED, "the node's raylet died"
+                break
             if self.args.watch_host:
                 # Once the head has answered, losing it means the cluster is gone --
                 # also while this node is still starting (shutdown right after setup).
@@ -125,12 +132,27 @@ class Supervisor:
             time.sleep(self.args.poll)
         # Read the log before teardown: the node's temp dir (and the log) may be removed.
         tail = _tail(self.args.log) if code in (EXIT_START_FAILED, EXIT_NODE_DIED) else ""
+        if code == EXIT_NODE_DIED:
+            tail = f"{reason}\n{tail}"
         self._teardown()
         if code != EXIT_TERMINATED or not ready:
             self._say(f"FAILED {reason}")
             if tail:
                 self._say(tail)
         return code
+
+    def _raylets(self) -> List[procs.ProcessRecord]:
+        import psutil
+
+        out = []
+        for r in procs.tree(os.getpid()):
+            p = r.process()
+            try:
+                if p is not None and p.name() == "raylet":
+                    out.append(r)
+            except psutil.Error:
+                pass
+        return out
 
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True

@@ -59,6 +59,9 @@ class WorkerPlan:
     worker_options: Dict[str, object] = field(default_factory=dict)
     strict_mode: bool = False
     start_timeout: float = 120.0
+    #: A node that dies is restarted in its task, at most this many times per window.
+    max_restarts: int = 3
+    restart_window_s: float = 120.0
 
     @property
     def head_address(self) -> str:
@@ -171,7 +174,9 @@ class NodeProcess:
     """The supervisor subprocess and its stdout lines, read by a thread."""
 
     def __init__(self, cmd: List[str], env: Dict[str, str]):
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
+        )
         self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -221,14 +226,45 @@ class NodeProcess:
                 self.proc.wait()
 
 
+def launch_node(
+    plan: WorkerPlan, partition: int, num_cpus: int, gpus: List[str], share: resources.MemoryShare
+) -> NodeProcess:
+    """Start one supervised ``ray start --block`` for this task (a fresh private temp dir each time)."""
+    temp_dir = tempfile.mkdtemp(prefix=f"ros-{plan.cluster_id}-w{partition}-", dir=plan.temp_root)
+    sup_cmd = [
+        sys.executable, "-m", "ray_on_spark.supervisor",
+        "--log", os.path.join(temp_dir, "ray-start.log"),
+        "--parent-pid", str(os.getpid()),
+        "--watch-host", plan.head_host,
+        "--watch-port", str(plan.head_port),
+        "--cleanup-dir", temp_dir,
+        "--start-timeout", str(plan.start_timeout),
+        "--",
+    ]
+    # The supervisor fills in its own pid and create time (unknown until it runs), so
+    # the driver can find and verify it through the node's labels.
+    labels = {
+        LABEL_CLUSTER: plan.cluster_id,
+        LABEL_PARTITION: str(partition),
+        LABEL_PID: "{supervisor_pid}",
+        LABEL_CTIME: "{supervisor_ctime}",
+    }
+    # Ray makes its temp dir world-writable; keeping it inside our 0700 dir keeps it private.
+    cmd = sup_cmd + ray_start_command(plan, num_cpus, gpus, share, os.path.join(temp_dir, "r"), labels)
+    return NodeProcess(cmd, node_env(plan, gpus, temp_dir))
+
+
 def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
     """Barrier task body (see module docstring). Yields JSON status records."""
     from pyspark import BarrierTaskContext
+
+    from ray_on_spark.supervisor import EXIT_HEAD_LOST, EXIT_PARENT_LOST, EXIT_TERMINATED
 
     ctx = BarrierTaskContext.get()
     partition = ctx.partitionId()
     me = describe_host(plan, partition)
     infos = [json.loads(s) for s in ctx.allGather(json.dumps(me))]
+    where = f"Ray worker node for Spark partition {partition} on {me['host']}"
 
     error: Optional[str] = None
     node: Optional[NodeProcess] = None
@@ -242,31 +278,12 @@ def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
         num_cpus = int(ctx.cpus())
         if plan.strict_mode:
             resources.check_strict(num_cpus, share)
-        temp_dir = tempfile.mkdtemp(prefix=f"ros-{plan.cluster_id}-w{partition}-", dir=plan.temp_root)
-        log = os.path.join(temp_dir, "ray-start.log")
-        labels = {LABEL_CLUSTER: plan.cluster_id, LABEL_PARTITION: str(partition)}
-        sup_cmd = [
-            sys.executable, "-m", "ray_on_spark.supervisor",
-            "--log", log,
-            "--parent-pid", str(os.getpid()),
-            "--watch-host", plan.head_host,
-            "--watch-port", str(plan.head_port),
-            "--cleanup-dir", temp_dir,
-            "--start-timeout", str(plan.start_timeout),
-            "--",
-        ]
-        # The supervisor's own pid is only known after it starts; ray start reads the
-        # labels from its argv, so pass them through an env var the supervisor fills in.
-        labels[LABEL_PID] = "{supervisor_pid}"
-        labels[LABEL_CTIME] = "{supervisor_ctime}"
-        # Ray makes its temp dir world-writable; keeping it inside our 0700 dir keeps it private.
-        cmd = sup_cmd + ray_start_command(plan, num_cpus, gpus, share, os.path.join(temp_dir, "r"), labels)
-        node = NodeProcess(cmd, node_env(plan, gpus, temp_dir))
+        node = launch_node(plan, partition, num_cpus, gpus, share)
         error = node.wait_ready(plan.start_timeout + 10)
         if error:
-            error = f"Ray worker node for Spark partition {partition} on {me['host']} failed to start: {error}"
+            error = f"{where} failed to start: {error}"
     except Exception as e:  # resource arithmetic or spawn failure: report, don't retry
-        error = f"Ray worker node for Spark partition {partition} on {me['host']} could not be planned: {e}"
+        error = f"{where} could not be planned: {e}"
 
     outcomes = [json.loads(s) for s in ctx.allGather(json.dumps({"partition": partition, "error": error}))]
     failed = [o for o in outcomes if o["error"]]
@@ -277,10 +294,26 @@ def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
             yield json.dumps({"partition": partition, "status": "failed", "error": error})
         return
 
+    # Keep the slot's node alive: a node that dies is restarted in this same task,
+    # unless it keeps dying (then the task fails, visibly, instead of looping).
     assert node is not None
-    rc = node.proc.wait()
-    reason = node.rest()
-    if rc in (0, 3):  # stopped, or the head went away: the cluster was shut down
-        yield json.dumps({"partition": partition, "status": "stopped", "reason": reason})
-        return
-    raise RuntimeError(f"Ray worker node for Spark partition {partition} died (supervisor exit {rc}): {reason}")
+    deaths: List[float] = []
+    while True:
+        rc = node.proc.wait()
+        reason = node.rest()
+        if rc in (EXIT_TERMINATED, EXIT_HEAD_LOST, EXIT_PARENT_LOST):  # the cluster is shutting down
+            yield json.dumps({"partition": partition, "status": "stopped", "reason": reason})
+            return
+        now = time.monotonic()
+        deaths = [t for t in deaths if now - t < plan.restart_window_s] + [now]
+        if len(deaths) > plan.max_restarts:
+            raise RuntimeError(
+                f"{where} died {len(deaths)} times within {plan.restart_window_s:.0f}s; not restarting it again. "
+                f"Last exit (supervisor code {rc}): {reason[-2000:]}"
+            )
+        logger.warning("%s died (supervisor code %s); restarting it in the same Spark task", where, rc)
+        node = launch_node(plan, partition, num_cpus, gpus, share)
+        restart_error = node.wait_ready(plan.start_timeout + 10)
+        if restart_error:
+            node.stop()
+            raise RuntimeError(f"{where} died and could not be restarted: {restart_error}")

@@ -148,3 +148,52 @@ def test_secure_defaults_dashboard_on_loopback_private_dirs_and_token_auth(spark
         assert "REFUSED" in out and "InvalidAuthToken" in out, out
         ray.init()  # the driver holds the cluster's token
         assert ray.get(ray.remote(lambda: "ok").remote()) == "ok"
+
+
+def _raylet_of(cluster, partition: str):
+    import psutil
+
+    from ray_on_spark.worker_task import LABEL_PARTITION, LABEL_PID
+
+    node = [n for n in cluster.worker_nodes() if n.labels[LABEL_PARTITION] == partition][0]
+    sup = psutil.Process(int(node.labels[LABEL_PID]))
+    return node, [p for p in sup.children(recursive=True) if p.name() == "raylet"][0]
+
+
+def test_dead_worker_node_is_restarted_in_its_slot_and_the_other_node_is_undisturbed(spark, no_ray_left, caplog):
+    import logging
+    import time
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from ray_on_spark.worker_task import LABEL_PARTITION
+
+    caplog.set_level(logging.WARNING, logger="ray_on_spark")
+    with ray_on_spark.ray_cluster(max_worker_nodes=2) as cluster:
+        ray.init()
+        node0, raylet = _raylet_of(cluster, "0")
+        node1 = [n for n in cluster.worker_nodes() if n.labels[LABEL_PARTITION] == "1"][0]
+
+        @ray.remote(num_cpus=1)
+        def steady(seconds):
+            time.sleep(seconds)
+            return ray.get_runtime_context().get_node_id()
+
+        running = steady.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node1.node_id, soft=False)).remote(8)
+        t0 = time.monotonic()
+        raylet.kill()
+        deadline = t0 + 60
+        while True:
+            nodes = {n.labels[LABEL_PARTITION]: n for n in cluster.worker_nodes()}
+            if "0" in nodes and nodes["0"].node_id != node0.node_id:
+                break
+            assert time.monotonic() < deadline, "partition 0's node was not restarted"
+            time.sleep(0.1)
+        restarted_after = time.monotonic() - t0
+        assert ray.get(running) == node1.node_id  # work on the other node was not disturbed
+        assert len(cluster.worker_nodes()) == 2 and not cluster.status()["degraded"]
+        assert ray.get(steady.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            nodes["0"].node_id, soft=False)).remote(0)) == nodes["0"].node_id
+        assert any(node0.node_id[:12] in r.getMessage() and "partition 0" in r.getMessage()
+                   for r in caplog.records if r.levelno == logging.WARNING), [r.getMessage() for r in caplog.records]
+        print(f"node restarted in its slot {restarted_after:.1f}s after its raylet was killed")
