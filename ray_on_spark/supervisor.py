@@ -83,8 +83,8 @@ class Supervisor:
         fill = {"{supervisor_pid}": str(os.getpid()), "{supervisor_ctime}": str(int(me.create_time * 1000)) if me else "0"}
         for key, value in fill.items():
             self.cmd = [arg.replace(key, value) for arg in self.cmd]
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
         log = open(self.args.log, "ab", buffering=0)
         self.child = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         ready = False

@@ -175,7 +175,11 @@ class NodeProcess:
 
     def __init__(self, cmd: List[str], env: Dict[str, str]):
         self.proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+            # Own session: when the executor dies, pyspark's daemon SIGHUPs its process group;
+            # the supervisor must not die with it before tearing its node down (it notices
+            # its parent's death by itself).
+            start_new_session=True,
         )
         self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()

@@ -197,3 +197,61 @@ def test_dead_worker_node_is_restarted_in_its_slot_and_the_other_node_is_undistu
         assert any(node0.node_id[:12] in r.getMessage() and "partition 0" in r.getMessage()
                    for r in caplog.records if r.levelno == logging.WARNING), [r.getMessage() for r in caplog.records]
         print(f"node restarted in its slot {restarted_after:.1f}s after its raylet was killed")
+
+
+def test_node_that_keeps_dying_fails_its_task_visibly_instead_of_looping(spark, no_ray_left, caplog):
+    import logging
+    import time
+
+    from ray_on_spark.worker_task import LABEL_PARTITION
+
+    caplog.set_level(logging.WARNING, logger="ray_on_spark")
+    with ray_on_spark.ray_cluster(max_worker_nodes=2) as cluster:
+        max_restarts = cluster.plan.worker.max_restarts
+        for death in range(max_restarts + 1):
+            node, raylet = _raylet_of(cluster, "0")
+            raylet.kill()
+            deadline = time.monotonic() + 60
+            while death < max_restarts:  # wait for the restart, except after the last death
+                nodes = {n.labels[LABEL_PARTITION]: n for n in cluster.worker_nodes()}
+                if "0" in nodes and nodes["0"].node_id != node.node_id:
+                    break
+                assert time.monotonic() < deadline, f"no restart after death {death + 1}"
+                time.sleep(0.1)
+        deadline = time.monotonic() + 60
+        while not any(r.levelno == logging.ERROR and "died 4 times" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, [r.getMessage()[:200] for r in caplog.records]
+            time.sleep(0.2)
+        assert active_spark_jobs(spark.sparkContext) == []  # the task failed; nothing loops
+
+
+def test_lost_executor_takes_its_node_out_and_the_cluster_reports_degraded(spark, no_ray_left, caplog):
+    """Barrier semantics: losing an executor fails the barrier ResultStage, so Spark ends every
+    task of the job; all worker nodes leave, the head stays, status() says degraded, the driver
+    logs why, and shutdown_ray_cluster() still leaves nothing."""
+    import logging
+    import time
+
+    import psutil
+
+    from ray_on_spark.spark_env import wait_for_slots
+    from ray_on_spark.worker_task import LABEL_PARTITION, LABEL_PID
+
+    caplog.set_level(logging.WARNING, logger="ray_on_spark")
+    with ray_on_spark.ray_cluster(max_worker_nodes=2) as cluster:
+        node0 = [n for n in cluster.worker_nodes() if n.labels[LABEL_PARTITION] == "0"][0]
+        executor = [p for p in psutil.Process(int(node0.labels[LABEL_PID])).parents() if p.name() == "java"][0]
+        t0 = time.monotonic()
+        executor.kill()
+        deadline = t0 + 30
+        while node0.node_id in {n.node_id for n in cluster.worker_nodes()}:
+            assert time.monotonic() < deadline, "the lost executor's node stayed in the cluster"
+            time.sleep(0.1)
+        left_after = time.monotonic() - t0
+        status = cluster.status()
+        assert status["degraded"] and status["alive_worker_nodes"] < 2
+        while not any(r.levelno == logging.ERROR and "lost its Spark job" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the driver did not report the lost job"
+            time.sleep(0.2)
+        print(f"lost executor's Ray node left the cluster after {left_after:.1f}s")
+    wait_for_slots(spark.sparkContext, 2, None, 60)  # the standalone worker starts a new executor
