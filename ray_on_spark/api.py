@@ -289,12 +289,21 @@ def _plan(
             "(spark.executor.resource.gpu.amount is unset); use num_gpus_worker_node=0."
         )
     profile = spark_env.task_resource_profile(cpus, gpus) if use_profile else None
-    wait = _registration_wait(sc)
+    # Right after getOrCreate() no executor has registered yet: wait for them as Spark's
+    # scheduler would. Once some have, count what is there (bad input is refused at once).
+    wait = 0.0 if kind == "local" or spark_env.executor_count(sc) > 0 else _registration_wait(sc)
     slots = spark_env.wait_for_slots(sc, max(1, max_worker_nodes), profile, wait)
     if max_worker_nodes == MAX_NUM_WORKER_NODES:
         if slots < 1:
             raise RayOnSparkError("max_worker_nodes=MAX_NUM_WORKER_NODES but the Spark application has no free task slots.")
         max_worker_nodes = slots
+    elif slots == 0 and use_profile:
+        executors = max(1, spark_env.executor_count(sc))
+        cores = spark_env.max_concurrent_tasks(sc) * task_cpus // executors
+        raise ValueError(
+            f"num_cpus_worker_node={cpus} is more than an executor of this application can give one task "
+            f"(about {cores} core(s) per executor); use num_cpus_worker_node<={max(cores, 1)} or bigger executors."
+        )
     elif max_worker_nodes > slots:
         raise ValueError(
             f"max_worker_nodes={max_worker_nodes} but the Spark application can run only {slots} task(s) of "

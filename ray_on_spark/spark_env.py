@@ -109,6 +109,9 @@ def max_concurrent_tasks(sc, profile=None) -> int:
         jprofile = profile._java_resource_profile
         if jprofile is None:  # built before the SparkContext existed
             jprofile = jsc.resourceProfileManager().defaultResourceProfile()
+        else:
+            # Spark only knows a profile once an RDD uses it; counting slots needs it registered.
+            jsc.resourceProfileManager().addResourceProfile(jprofile)
     return int(jsc.maxNumConcurrentTasks(jprofile))
 
 

@@ -156,3 +156,20 @@ def test_two_clusters_on_one_host_from_two_drivers_do_not_touch_each_other(tmp_p
     # no host-wide lock or port files left in /tmp
     left = {n for n in set(os.listdir(tempfile.gettempdir())) - tmp_before if not n.startswith(("pytest-", "tmp"))}
     assert not left, left
+
+
+def test_num_cpus_worker_node_uses_a_stage_level_task_profile(no_ray_left):
+    """num_cpus_worker_node=2 on 2-core executors (spark.task.cpus=1): one node owning both CPUs."""
+    from ray_on_spark.local_standalone import session_builder
+    from ray_on_spark.spark_env import wait_for_slots
+
+    spark = session_builder("local-cluster[1,2,1536]", "ray_on_spark-task-profile").getOrCreate()
+    try:
+        wait_for_slots(spark.sparkContext, 2, None, 60)
+        with ray_on_spark.ray_cluster(max_worker_nodes=1, num_cpus_worker_node=2) as cluster:
+            nodes = cluster.worker_nodes()
+            assert len(nodes) == 1
+            assert nodes[0].resources["CPU"] == 2.0
+            assert cluster.plan.use_task_profile
+    finally:
+        spark.stop()

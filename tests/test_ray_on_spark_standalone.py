@@ -108,13 +108,6 @@ def test_worker_that_cannot_start_fails_setup_fast_with_its_error(spark, no_ray_
     assert active_spark_jobs(spark.sparkContext) == []
 
 
-def test_too_many_nodes_for_the_spark_slots_is_refused_before_start(spark, no_ray_left):
-    before = ray_processes()
-    with pytest.raises(ValueError, match="max_worker_nodes=3"):
-        ray_on_spark.setup_ray_cluster(max_worker_nodes=3)
-    assert ray_processes() == before
-
-
 def test_max_num_worker_nodes_uses_every_slot(spark, no_ray_left):
     with ray_on_spark.ray_cluster(max_worker_nodes=ray_on_spark.MAX_NUM_WORKER_NODES) as cluster:
         assert len(cluster.worker_nodes()) == 2
@@ -255,3 +248,23 @@ def test_lost_executor_takes_its_node_out_and_the_cluster_reports_degraded(spark
             time.sleep(0.2)
         print(f"lost executor's Ray node left the cluster after {left_after:.1f}s")
     wait_for_slots(spark.sparkContext, 2, None, 60)  # the standalone worker starts a new executor
+
+
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [
+        (dict(max_worker_nodes=2, num_cpus_worker_node=2), "num_cpus_worker_node=2 is more than an executor"),
+        (dict(max_worker_nodes=2, num_cpus_worker_node=1, num_gpus_worker_node=1), "num_gpus_worker_node=1"),
+        (dict(max_worker_nodes=3), "max_worker_nodes=3"),
+    ],
+)
+def test_requests_the_spark_cluster_cannot_meet_are_refused_before_start(spark, kwargs, expected):
+    import time
+
+    before = ray_processes()
+    t0 = time.monotonic()
+    with pytest.raises(ValueError) as err:
+        ray_on_spark.setup_ray_cluster(**kwargs)
+    assert time.monotonic() - t0 < 1.0
+    assert expected in str(err.value)
+    assert ray_processes() == before
