@@ -82,6 +82,7 @@ def test_killing_the_driver_takes_every_ray_process_with_it(standalone):
         driver.wait()
         left = wait_no_new_ray_processes(before, timeout=15)
         assert not left, f"still alive {time.monotonic() - t0:.1f}s after the driver died: {sorted(left)}"
+        print(f"every Ray process gone {time.monotonic() - t0:.1f}s after the driver was killed")
     finally:
         if driver.poll() is None:
             driver.kill()
