@@ -61,52 +61,37 @@ def _node_memory():
     ]
 
 
-def run_ours(n: int) -> dict:
+def _run_library(setup, shutdown, n: int) -> dict:
+    """Time one library's setup (until ray.init() sees every node) and shutdown (until no process is left)."""
     import ray
-
-    import ray_on_spark
 
     baseline = ray_processes()
     t0 = time.monotonic()
-    ray_on_spark.setup_ray_cluster(max_worker_nodes=n, num_cpus_worker_node=1, num_gpus_worker_node=0)
+    setup(max_worker_nodes=n, num_cpus_worker_node=1, num_gpus_worker_node=0)
     ray.init()
     _wait_nodes(n + 1)
-    setup = time.monotonic() - t0
+    setup_s = time.monotonic() - t0
     mem = _node_memory()
     ray.shutdown()
     t0 = time.monotonic()
-    ray_on_spark.shutdown_ray_cluster()
-    shutdown = time.monotonic() - t0 + _wait_zero(baseline)
-    left = _leftover(baseline)
-    return {"setup": setup, "shutdown": shutdown, "leftover": left, "mem": mem}
+    shutdown()
+    returned = time.monotonic() - t0
+    to_zero = _wait_zero(baseline, timeout=5)  # leftovers: still alive 5 s after the call returned
+    left = sorted(p[2][:80] for p in _new_procs(baseline))
+    shutdown_s = returned + to_zero if not left else float("nan")
+    return {"setup": setup_s, "shutdown": shutdown_s, "leftover": len(left), "mem": mem, "left_cmds": left}
 
 
-def _leftover(baseline) -> int:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _new_procs(baseline):
-        time.sleep(0.1)
-    return len(_new_procs(baseline))
+def run_ours(n: int) -> dict:
+    import ray_on_spark
+
+    return _run_library(ray_on_spark.setup_ray_cluster, ray_on_spark.shutdown_ray_cluster, n)
 
 
 def run_ray_util_spark(n: int) -> dict:
-    import ray
     from ray.util import spark as rus
 
-    baseline = ray_processes()
-    t0 = time.monotonic()
-    rus.setup_ray_cluster(max_worker_nodes=n, num_cpus_worker_node=1, num_gpus_worker_node=0)
-    ray.init()
-    _wait_nodes(n + 1)
-    setup = time.monotonic() - t0
-    mem = _node_memory()
-    ray.shutdown()
-    t0 = time.monotonic()
-    rus.shutdown_ray_cluster()
-    returned = time.monotonic() - t0
-    left = _leftover(baseline)
-    shutdown = returned + (_wait_zero(baseline, timeout=10) if left == 0 else float("nan"))
-    procs_left = sorted(p[2][:80] for p in _new_procs(baseline))
-    return {"setup": setup, "shutdown": shutdown, "leftover": left, "mem": mem, "left_cmds": procs_left}
+    return _run_library(rus.setup_ray_cluster, rus.shutdown_ray_cluster, n)
 
 
 def run_floor(n: int) -> dict:
