@@ -47,8 +47,13 @@ def java_env() -> Dict[str, str]:
 class LocalStandaloneSpark:
     """Spark standalone master and ``num_workers`` workers bound to 127.0.0.1."""
 
-    def __init__(self, num_workers: int = 2, cores: int = 1, memory: str = "2g", host: str = "127.0.0.1"):
+    def __init__(
+        self, num_workers: int = 2, cores: int = 1, memory: str = "2g", host: str = "127.0.0.1", gpus_per_worker: int = 0
+    ):
         self.num_workers = num_workers
+        #: Fake GPUs for tests: worker i offers addresses i*g .. i*g+g-1 through a discovery
+        #: script (spark.worker.resource.gpu.discoveryScript), so no real GPU is needed.
+        self.gpus_per_worker = gpus_per_worker
         self.cores = cores
         self.memory = memory
         self.host = host
@@ -88,14 +93,29 @@ class LocalStandaloneSpark:
             self._wait(lambda: self.alive_workers() >= 0, timeout, "the Spark master's web UI")
             for i in range(self.num_workers):
                 (ui_port,) = free_ports(1, self.host)
+                worker_env = dict(env)
+                if self.gpus_per_worker:
+                    worker_env["SPARK_WORKER_OPTS"] = (
+                        f"-Dspark.worker.resource.gpu.amount={self.gpus_per_worker} "
+                        f"-Dspark.worker.resource.gpu.discoveryScript={self._gpu_script(i)}"
+                    )
                 self._spawn(f"worker{i}", ["org.apache.spark.deploy.worker.Worker", "--host", self.host,
                                            "--cores", str(self.cores), "--memory", self.memory,
-                                           "--webui-port", str(ui_port), self.master_url], env)
+                                           "--webui-port", str(ui_port), self.master_url], worker_env)
             self._wait(lambda: self.alive_workers() >= self.num_workers, timeout, f"{self.num_workers} Spark workers")
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _gpu_script(self, worker: int) -> str:
+        first = worker * self.gpus_per_worker
+        addresses = ",".join(f'"{a}"' for a in range(first, first + self.gpus_per_worker))
+        path = os.path.join(self.work_dir, f"gpus-worker{worker}.sh")
+        with open(path, "w") as f:
+            f.write(f'#!/bin/sh\necho \'{{"name": "gpu", "addresses": [{addresses}]}}\'\n')
+        os.chmod(path, 0o755)
+        return path
 
     def _wait(self, probe, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
