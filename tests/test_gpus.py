@@ -1,60 +1,60 @@
 """GPUs: each Ray worker node gets exactly the GPU addresses Spark assigned to its task.
 
-A second standalone cluster whose workers discover fake GPUs through Spark's
-discovery-script mechanism (worker 0: "0","1"; worker 1: "2","3"); no GPU is needed.
+A separate driver process (GPU settings given to a SparkSession become JVM-wide
+properties of pyspark's gateway, so they must not leak into the other tests) starts a
+standalone cluster whose workers discover fake GPUs through Spark's discovery-script
+mechanism (worker 0: "0","1"; worker 1: "2","3"). No GPU is needed.
 """
 
 from __future__ import annotations
 
-import pytest
-import ray
+import json
+import os
+import subprocess
+import sys
 
-import ray_on_spark
+from helpers import ray_processes, wait_no_new_ray_processes
 
+DRIVER = r"""
+import json, os, ray, ray_on_spark
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray_on_spark.local_standalone import LocalStandaloneSpark, session_builder
+from ray_on_spark.spark_env import wait_for_slots
 
-@pytest.fixture(scope="module")
-def gpu_spark():
-    from ray_on_spark.local_standalone import LocalStandaloneSpark, session_builder
-    from ray_on_spark.spark_env import wait_for_slots
-
-    cluster = LocalStandaloneSpark(num_workers=2, cores=1, memory="2g", gpus_per_worker=2).start()
-    spark = (
-        session_builder(cluster.master_url, "ray_on_spark-gpus")
-        .config("spark.executor.resource.gpu.amount", "1")
-        .config("spark.task.resource.gpu.amount", "1")
-        .getOrCreate()
-    )
+with LocalStandaloneSpark(num_workers=2, cores=1, memory="2g", gpus_per_worker=2) as cluster:
+    spark = (session_builder(cluster.master_url, "ray_on_spark-gpus")
+             .config("spark.executor.resource.gpu.amount", "1")
+             .config("spark.task.resource.gpu.amount", "1").getOrCreate())
     try:
         wait_for_slots(spark.sparkContext, 2, None, 60)
-        yield spark
+        with ray_on_spark.ray_cluster(max_worker_nodes=2, num_cpus_worker_node=1, num_gpus_worker_node=1) as rc:
+            nodes = rc.worker_nodes()
+            ray.init()
+
+            @ray.remote(num_gpus=1)
+            def visible():
+                return [str(g) for g in ray.get_gpu_ids()], os.environ.get("CUDA_VISIBLE_DEVICES")
+
+            got = ray.get([visible.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote()
+                           for n in nodes])
+            print("RESULT " + json.dumps({"node_gpus": [n.resources.get("GPU") for n in nodes], "tasks": got}), flush=True)
     finally:
-        ray_on_spark.shutdown_ray_cluster()
         spark.stop()
-        cluster.stop()
+"""
 
 
-def test_each_node_gets_exactly_its_tasks_gpu_addresses(gpu_spark, no_ray_left):
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    with ray_on_spark.ray_cluster(max_worker_nodes=2, num_cpus_worker_node=1, num_gpus_worker_node=1) as cluster:
-        nodes = cluster.worker_nodes()
-        assert [n.resources.get("GPU") for n in nodes] == [1.0, 1.0]
-        ray.init()
-
-        @ray.remote(num_gpus=1)
-        def visible():
-            import os
-
-            return [str(g) for g in ray.get_gpu_ids()], os.environ.get("CUDA_VISIBLE_DEVICES")
-
-        got = ray.get([
-            visible.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote()
-            for n in nodes
-        ])
-        ids = [g[0] for g in got]
-        assert all(len(i) == 1 for i in ids), got
-        a, b = ids[0][0], ids[1][0]
-        assert a != b, got  # disjoint: never a count guessed from the host
-        # one address from each Spark worker's own set
-        assert {a, b} & {"0", "1"} and {a, b} & {"2", "3"}, got
-        assert all(cvd == i[0] for i, (_, cvd) in zip(ids, got)), got
+def test_each_node_gets_exactly_its_tasks_gpu_addresses():
+    before = ray_processes()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYSPARK_PYTHON"] = sys.executable
+    proc = subprocess.run([sys.executable, "-c", DRIVER], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads([x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1][len("RESULT "):])
+    assert result["node_gpus"] == [1.0, 1.0]
+    (ids_a, cvd_a), (ids_b, cvd_b) = result["tasks"]
+    assert len(ids_a) == 1 and len(ids_b) == 1, result
+    a, b = ids_a[0], ids_b[0]
+    assert a != b, result  # disjoint: never a count guessed from the host
+    assert {a, b} & {"0", "1"} and {a, b} & {"2", "3"}, result  # one from each Spark worker's own set
+    assert (cvd_a, cvd_b) == (a, b), result  # CUDA_VISIBLE_DEVICES is exactly the task's address
+    assert not wait_no_new_ray_processes(before)
