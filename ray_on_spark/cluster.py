@@ -399,8 +399,9 @@ class RayClusterOnSpark:
         t0 = time.monotonic()
         deadline = t0 + timeout
         self._stop_monitor.set()
-        was_running = self._state == "stopping" and self._client is not None
-        if was_running:  # nodes restarted since setup have new supervisors: record them too
+        if self._monitor_thread is not None:
+            self._monitor_thread.join(2.0)
+        if self._client is not None:  # nodes restarted since setup have new supervisors: record them too
             try:
                 self._record_worker_supervisors(self.worker_nodes())
             except Exception as e:
