@@ -195,6 +195,8 @@ class RayClusterOnSpark:
             "--log", self.head_log,
             "--parent-pid", str(os.getpid()),
             "--start-timeout", str(self.plan.start_timeout),
+            # if the driver dies without shutdown(), the supervisor removes the temp dir
+            "--cleanup-dir", self.temp_dir,
             "--",
         ] + _ray_start_head_command(self.plan)
         logger.debug("starting Ray head: %s", " ".join(cmd))

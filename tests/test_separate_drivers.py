@@ -69,7 +69,10 @@ def test_killing_the_driver_takes_every_ray_process_with_it(standalone):
     import signal
     import time
 
+    import tempfile
+
     before = ray_processes()
+    tmp_before = set(os.listdir(tempfile.gettempdir()))
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
     env.pop("RAY_ADDRESS", None)
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, standalone.master_url], env=env,
@@ -83,6 +86,8 @@ def test_killing_the_driver_takes_every_ray_process_with_it(standalone):
         left = wait_no_new_ray_processes(before, timeout=15)
         assert not left, f"still alive {time.monotonic() - t0:.1f}s after the driver died: {sorted(left)}"
         print(f"every Ray process gone {time.monotonic() - t0:.1f}s after the driver was killed")
+        left_dirs = [n for n in set(os.listdir(tempfile.gettempdir())) - tmp_before if n.startswith("ros-")]
+        assert not left_dirs, left_dirs  # the supervisors removed the head's and the nodes' temp dirs
     finally:
         if driver.poll() is None:
             driver.kill()
