@@ -28,7 +28,7 @@ from ray_on_spark.cluster import (
     pick_head_ports,
 )
 from ray_on_spark.options import HEAD_BLOCKED_KEYS, WORKER_BLOCKED_KEYS, ray_start_option_names, validate_node_options
-from ray_on_spark.resources import GIB, head_memory, parse_memory, format_bytes
+from ray_on_spark.resources import head_memory, parse_memory, format_bytes
 from ray_on_spark.worker_task import WorkerPlan, host_memory_bytes
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,6 @@ alive nodes carry our labels"), never a sleep.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, TypeVar

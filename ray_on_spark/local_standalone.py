@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from ray_on_spark import procs
 from ray_on_spark.ports import free_ports

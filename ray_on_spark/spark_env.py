@@ -7,7 +7,6 @@ code reads as plain Python values.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from typing import Optional
@@ -58,11 +57,6 @@ def task_cpus(sc) -> int:
 
 def task_gpus(sc) -> float:
     return float(conf_get(sc, "spark.task.resource.gpu.amount", "0"))
-
-
-def executor_cores(sc) -> Optional[int]:
-    v = conf_get(sc, "spark.executor.cores")
-    return int(v) if v else None
 
 
 def executor_footprint(sc) -> int:
@@ -147,7 +141,3 @@ def job_has_active_tasks(sc, group: str) -> bool:
             if stage is not None and stage.numActiveTasks > 0:
                 return True
     return False
-
-
-def pyspark_python_env() -> dict:
-    return {k: v for k, v in os.environ.items() if k in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}

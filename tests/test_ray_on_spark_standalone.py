@@ -8,7 +8,7 @@ import pytest
 import ray
 
 import ray_on_spark
-from helpers import active_spark_jobs, ray_processes, wait_no_new_ray_processes
+from helpers import active_spark_jobs, ray_processes
 from ray_on_spark import resources, spark_env
 from ray_on_spark.worker_task import host_memory_bytes, shm_bytes
 
