@@ -289,9 +289,10 @@ def _plan(
             "(spark.executor.resource.gpu.amount is unset); use num_gpus_worker_node=0."
         )
     profile = spark_env.task_resource_profile(cpus, gpus) if use_profile else None
-    # Right after getOrCreate() no executor has registered yet: wait for them as Spark's
-    # scheduler would. Once some have, count what is there (bad input is refused at once).
-    wait = 0.0 if kind == "local" or spark_env.executor_count(sc) > 0 else _registration_wait(sc)
+    # Right after getOrCreate() executors are still registering (one may be seconds behind
+    # another): while the app is younger than Spark's own registration window, wait for the
+    # slots to appear. In an older app a request that does not fit is refused at once.
+    wait = 0.0 if kind == "local" else _registration_wait(sc)
     slots = spark_env.wait_for_slots(sc, max(1, max_worker_nodes), profile, wait)
     if max_worker_nodes == MAX_NUM_WORKER_NODES:
         if slots < 1:

@@ -29,7 +29,13 @@ def spark(standalone):
     from ray_on_spark.local_standalone import session_builder
     from ray_on_spark.spark_env import wait_for_slots
 
-    session = session_builder(standalone.master_url, "ray_on_spark-tests").getOrCreate()
+    # The fixture itself waits for both executors, so the library need not wait for
+    # late registrations (Spark's 30 s default window) when a test asks for too much.
+    session = (
+        session_builder(standalone.master_url, "ray_on_spark-tests")
+        .config("spark.scheduler.maxRegisteredResourcesWaitingTime", "2s")
+        .getOrCreate()
+    )
     wait_for_slots(session.sparkContext, 2, None, 60)
     yield session
     import ray_on_spark
