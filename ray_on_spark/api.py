@@ -145,15 +145,25 @@ def setup_ray_cluster(
 def _setup(**args) -> RayClusterOnSpark:
     global _ACTIVE
     with _ACTIVE_LOCK:
-        spark, plan = _plan(**args)
-        cluster = RayClusterOnSpark(spark, plan)
-        _ACTIVE = cluster
-        try:
-            cluster.start()
-        except BaseException:
-            _ACTIVE = None
-            raise
-        return cluster
+        for attempt in (1, 2):
+            spark, plan = _plan(**args)
+            cluster = RayClusterOnSpark(spark, plan)
+            _ACTIVE = cluster
+            try:
+                cluster.start()
+                return cluster
+            except RayOnSparkError as e:
+                _ACTIVE = None
+                # The head's ports are chosen free a moment before Ray binds them; another
+                # process can take one in between. That race is retried once, with new ports.
+                if attempt == 1 and "head node failed to start" in str(e):
+                    logger.warning("Ray head failed to start (%s); retrying once with new ports", str(e)[:200])
+                    continue
+                raise
+            except BaseException:
+                _ACTIVE = None
+                raise
+        raise AssertionError("unreachable")
 
 
 def _plan(
