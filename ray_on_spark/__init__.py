@@ -1,4 +1,4 @@
-"""Ray on Spark (and, later, Spark on Ray).
+"""Ray on Spark, and Spark on Ray (RayDP mode).
 
 ``ls ray_on_spark/`` draws the system:
 
@@ -9,6 +9,9 @@
 * ``resources``    -- pure arithmetic: memory shares, GPUs, strict mode
 * ``options``      -- pure: ray start option conversion and validation
 * ``ports``, ``procs``, ``gcs``, ``spark_env`` -- small helpers
+* ``spark_on_ray``  -- init_spark / stop_spark and SparkOnRay, the owner of a Spark-on-Ray cluster
+* ``spark_worker_actor`` -- the Ray actor that hosts one Spark executor (a standalone Worker)
+* ``spark_on_ray_plan`` -- pure: init_spark's argument checks, bundles and Spark confs
 * ``local_standalone`` -- a Spark standalone cluster on 127.0.0.1 (tests, demo, benchmarks)
 
 Attributes are imported lazily so that the supervisor (``python -m
@@ -27,6 +30,10 @@ _EXPORTS = {
     "MAX_NUM_WORKER_NODES": "ray_on_spark.api",
     "RayClusterOnSpark": "ray_on_spark.cluster",
     "RayOnSparkError": "ray_on_spark.cluster",
+    "init_spark": "ray_on_spark.spark_on_ray",
+    "stop_spark": "ray_on_spark.spark_on_ray",
+    "active_spark": "ray_on_spark.spark_on_ray",
+    "SparkOnRay": "ray_on_spark.spark_on_ray",
 }
 
 __all__ = list(_EXPORTS)
@@ -49,3 +56,4 @@ if TYPE_CHECKING:  # pragma: no cover
         shutdown_ray_cluster,
     )
     from ray_on_spark.cluster import RayClusterOnSpark, RayOnSparkError  # noqa: F401
+    from ray_on_spark.spark_on_ray import SparkOnRay, active_spark, init_spark, stop_spark  # noqa: F401

@@ -35,6 +35,7 @@ from ray_on_spark.ports import port_open
 
 READY_MARKERS = ("Ray runtime started", "block forever")
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 EXIT_HEAD_LOST = 3
 EXIT_PARENT_LOST = 4
 EXIT_NODE_DIED = 5
@@ -48,6 +49,31 @@ def _make_subreaper() -> None:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except Exception:  # non-Linux: orphans go to init, we still kill the tree we see
         pass
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the supervisor dies (even by SIGKILL)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def _kill_processes_using(directory: str) -> None:
+    """SIGKILL this user's processes whose command line or working dir is inside ``directory``."""
+    import psutil
+
+    if not directory:
+        return
+    for p in psutil.process_iter(["pid", "cmdline", "cwd", "uids"]):
+        try:
+            if p.pid == os.getpid() or (p.info["uids"] and p.info["uids"].real != os.getuid()):
+                continue
+            text = " ".join(p.info["cmdline"] or []) + " " + (p.info["cwd"] or "")
+            if directory in text:
+                p.kill()
+        except psutil.Error:
+            continue
 
 
 def _tail(path: str, limit: int = 4000) -> str:
@@ -69,6 +95,31 @@ class Supervisor:
         self.stopping = False
         self.parent = args.parent_pid or os.getppid()
 
+    def start_janitor(self) -> None:
+        """Fork a janitor that cleans up if this supervisor is SIGKILLed.
+
+        Ray SIGKILLs an actor's direct children when the actor exits, so a supervisor
+        started by an actor gets no chance to tear down.  Its command dies with it
+        (``PR_SET_PDEATHSIG``); the janitor, a grandchild Ray does not touch, then ends
+        whatever still runs in ``--cleanup-dir`` and removes the directory.
+        """
+        me = procs.ProcessRecord.of(os.getpid())
+        if os.fork() > 0:
+            return
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # let the supervisor's readers see EOF when it is gone
+            os.dup2(devnull, fd)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        try:
+            while me is not None and me.alive():
+                time.sleep(0.2)
+            _kill_processes_using(self.args.cleanup_dir)
+            shutil.rmtree(self.args.cleanup_dir, ignore_errors=True)
+        finally:
+            os._exit(0)
+
     def _say(self, line: str) -> None:
         try:
             sys.stdout.write(line + "\n")
@@ -86,7 +137,10 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         log = open(self.args.log, "ab", buffering=0)
-        self.child = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.child = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      preexec_fn=_die_with_parent if self.args.janitor else None)
+        markers = tuple(self.args.ready_marker or READY_MARKERS)
+        what = self.args.what
         ready = False
         head_misses = 0
         head_seen = False
@@ -98,21 +152,21 @@ class Supervisor:
             rc = self.child.poll()
             if rc is not None:
                 if ready:
-                    code, reason = EXIT_NODE_DIED, f"ray start exited with code {rc}"
+                    code, reason = EXIT_NODE_DIED, f"{what} exited with code {rc}"
                 else:
-                    code, reason = EXIT_START_FAILED, f"ray start exited with code {rc} before the node was up"
+                    code, reason = EXIT_START_FAILED, f"{what} exited with code {rc} before it was up"
                 break
             if os.getppid() != self.parent:
                 code, reason = EXIT_PARENT_LOST, "parent process died"
                 break
             if not ready:
                 text = _tail(self.args.log, 8000)
-                if any(m in text for m in READY_MARKERS):
+                if any(m in text for m in markers):
                     ready = True
                     raylets = self._raylets()
                     self._say("READY")
                 elif time.monotonic() > deadline:
-                    code, reason = EXIT_START_FAILED, f"node not up after {self.args.start_timeout:.0f}s"
+                    code, reason = EXIT_START_FAILED, f"{what} not up after {self.args.start_timeout:.0f}s"
                     break
             elif raylets and not any(r.alive() for r in raylets):
                 # ray start --block notices a dead raylet only after stopping the rest one
@@ -192,8 +246,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--start-timeout", type=float, default=120.0)
     p.add_argument("--grace", type=float, default=1.0)
     p.add_argument("--poll", type=float, default=0.1)
+    p.add_argument("--ready-marker", action="append", default=[],
+                   help="log text that means the command is up (repeatable; default: ray start's)")
+    p.add_argument("--what", default="ray start", help="what the command is, for messages")
+    p.add_argument("--janitor", action="store_true",
+                   help="the command dies with the supervisor, and a janitor cleans --cleanup-dir if it is SIGKILLed")
     args = p.parse_args(argv[:split])
-    return Supervisor(args, argv[split + 1 :]).run()
+    sup = Supervisor(args, argv[split + 1 :])
+    if args.janitor and args.cleanup_dir:
+        sup.start_janitor()
+    return sup.run()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
-from ray_on_spark import resources
+from ray_on_spark import procs, resources
 from ray_on_spark.options import labels_arg, to_cli_args
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,8 @@ def node_env(plan: WorkerPlan, gpus: List[str], temp_dir: str) -> Dict[str, str]
 class NodeProcess:
     """The supervisor subprocess and its stdout lines, read by a thread."""
 
-    def __init__(self, cmd: List[str], env: Dict[str, str]):
+    def __init__(self, cmd: List[str], env: Dict[str, str], what: str = "Ray worker node"):
+        self.what = what
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
             # Own session: when the executor dies, pyspark's daemon SIGHUPs its process group;
@@ -183,6 +184,8 @@ class NodeProcess:
         )
         self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
+        self.pid = self.proc.pid
+        self.record = procs.ProcessRecord.of(self.pid)
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -197,7 +200,7 @@ class NodeProcess:
             try:
                 line = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
             except queue.Empty:
-                return f"Ray worker node did not report ready within {timeout:.0f}s"
+                return f"{self.what} did not report ready within {timeout:.0f}s"
             if line is None:
                 return "supervisor exited without output"
             if line == "READY":

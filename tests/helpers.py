@@ -52,3 +52,22 @@ def wait_no_new_ray_processes(baseline: Iterable[Proc], timeout: float = 15.0) -
 
 def active_spark_jobs(sc) -> list:
     return list(sc.statusTracker().getActiveJobsIds())
+
+
+SPARK_JVM_MARKERS = ("org.apache.spark.deploy.master.Master", "org.apache.spark.deploy.worker.Worker",
+                     "CoarseGrainedExecutorBackend")
+
+
+def spark_jvms() -> Set[Tuple[int, float]]:
+    """Live Spark daemon and executor JVMs on this host (not drivers' gateways)."""
+    found = set()
+    for p in psutil.process_iter(["pid", "create_time", "cmdline", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(p.info["cmdline"] or [])
+            if any(m in cmd for m in SPARK_JVM_MARKERS):
+                found.add((p.info["pid"], p.info["create_time"]))
+        except psutil.Error:
+            continue
+    return found

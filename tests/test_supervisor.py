@@ -355,7 +355,7 @@ def test_command_never_ready_fails_after_start_timeout_and_is_torn_down(processe
     assert rc == EXIT_START_FAILED
     assert 0.9 < time.monotonic() - t0 < GONE_TIMEOUT + 1
     out = sup.rest()
-    assert out.startswith("FAILED node not up after 1s")
+    assert out.startswith("FAILED ray start not up after 1s")
     assert "still starting..." in out
     info = _node_info(log)
     tree = processes.track(info["child"], info["grandchild"])  # may already be gone
