@@ -291,7 +291,6 @@ def _full_pass_exprs(mixed: bool) -> list[str]:
 
 
 def cmd_convert(args) -> dict:
-    import ray
     import raydp
 
     rows = args.rows

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import sys
 import tempfile
@@ -30,8 +31,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from ray_on_spark import procs
 from ray_on_spark.cluster import RayOnSparkError
 from ray_on_spark.local_standalone import spark_home
+from ray_on_spark.ports import free_ports
 from ray_on_spark.spark_on_ray_plan import ExecutorPlan, check_fits, plan_executors
-from ray_on_spark.spark_worker_actor import SparkWorkerActor, daemon_env, supervised
+from ray_on_spark.spark_worker_actor import ExecutorLaunch, SparkWorkerActor, daemon_env, supervised
 from ray_on_spark.worker_task import NodeProcess
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ class SparkOnRay:
         self.pg = placement_group
         self.actors: list = []
         self.workers: List[dict] = []
-        self.master: Optional[NodeProcess] = None
+        self.master: Optional[NodeProcess] = None  # a master JVM of its own, or
+        self._master_rpc = None  # the RpcEnv of a master inside the driver's JVM
         self.master_url: Optional[str] = None
         self.spark = None
         self.temp_dir = tempfile.mkdtemp(prefix="ros-spark-m-")  # 0700: master logs and work
@@ -70,9 +73,18 @@ class SparkOnRay:
         t0 = time.monotonic()
         host, worker_host = self._hosts()
         self._cpu_before = ray.available_resources().get("CPU", 0.0)
-        self._start_master(host)
-        gateway = threading.Thread(target=_launch_gateway, name="ros-gateway", daemon=True)
-        gateway.start()
+        from pyspark import SparkContext
+
+        # The master runs inside the driver's own JVM when this call starts that JVM (no
+        # extra JVM; its web UI binds where SPARK_LOCAL_IP says).  When the JVM is already
+        # running its environment cannot change, so the master gets a JVM of its own.
+        in_driver = SparkContext._gateway is None
+        if in_driver:
+            launch_confs = {k: v for k, v in self.plan.configs.items() if k in JVM_LAUNCH_CONFS}
+            gateway = threading.Thread(target=_launch_gateway, args=(host, launch_confs), name="ros-gateway", daemon=True)
+            gateway.start()
+        else:
+            self._start_master(host)
         self._reserve()
         actor_cls = ray.remote(SparkWorkerActor)
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -87,30 +99,55 @@ class SparkOnRay:
                     scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle),
                 ).remote(i)
             )
-        self.master_url = self._wait_master()
+        if in_driver:
+            gateway.join(self.start_timeout)
+            self.master_url = self._start_master_in_driver(host)
+        else:
+            self.master_url = self._wait_master()
         self.timings["master_s"] = time.monotonic() - t0
-        starts = [
-            a.start.remote(self.master_url, worker_host, self.plan.executor_cores, self.plan.executor_memory_mib,
-                           self._secret, self.start_timeout)
-            for a in self.actors
-        ]
-        gateway.join(self.start_timeout)
         self.spark = self._session(host)
         self.timings["session_s"] = time.monotonic() - t0
+        launch = self._launch_spec(worker_host)
+        starts = [a.start.remote(launch, self.start_timeout) for a in self.actors]
         try:
-            self.workers = ray.get(starts, timeout=self.start_timeout)
+            self.workers = ray.get(starts, timeout=self.start_timeout + 10)
         except ray.exceptions.GetTimeoutError:
-            raise RayOnSparkError(f"Spark workers in Ray actors did not start within {self.start_timeout:.0f}s") from None
+            raise RayOnSparkError(f"Spark executors in Ray actors did not start within {self.start_timeout:.0f}s") from None
         except ray.exceptions.RayError as e:
-            raise RayOnSparkError(f"a Spark worker in a Ray actor failed to start: {e}") from None
+            raise RayOnSparkError(f"a Spark executor in a Ray actor failed to start: {e}") from None
         for w in self.workers:
             if w["supervisor"]:
                 self._records.append(procs.ProcessRecord(*w["supervisor"]))
         self._wait_executors()
         self.timings["ready_s"] = time.monotonic() - t0
-        logger.info("Spark on Ray is up in %.1fs: %d executors x %d cores at %s", self.timings["ready_s"],
-                    self.plan.num_executors, self.plan.executor_cores, self.master_url)
+        logger.info("Spark on Ray is up in %.1fs: %d executors x %d cores (driver %s)", self.timings["ready_s"],
+                    self.plan.num_executors, self.plan.executor_cores, self.spark.sparkContext.applicationId)
         return self.spark
+
+    def _launch_spec(self, worker_host: Optional[str]) -> ExecutorLaunch:
+        """What each actor needs to launch an executor of this application."""
+        sc = self.spark.sparkContext
+        jvm = sc._jvm
+        conf = dict(sc._conf.getAll())
+        options = shlex.split(jvm.org.apache.spark.launcher.JavaModuleOptions.defaultModuleOptions())
+        for key, value in sorted(conf.items()):
+            # The confs an executor needs before it can talk to the driver (auth, rpc, ports);
+            # Spark itself leaves the secret out (it travels in _SPARK_AUTH_SECRET).
+            if jvm.org.apache.spark.SparkConf.isExecutorStartupConf(key) and "secret" not in key:
+                options.append(f"-D{key}={value}")
+        options += shlex.split(conf.get("spark.executor.extraJavaOptions", ""))
+        env = {k[len("spark.executorEnv."):]: v for k, v in conf.items() if k.startswith("spark.executorEnv.")}
+        env.setdefault("PYSPARK_PYTHON", conf.get("spark.pyspark.python", sys.executable))
+        return ExecutorLaunch(
+            driver_url=f"spark://CoarseGrainedScheduler@{conf['spark.driver.host']}:{conf['spark.driver.port']}",
+            app_id=sc.applicationId,
+            host=worker_host,
+            cores=self.plan.executor_cores,
+            memory_mib=self.plan.executor_memory_mib,
+            java_options=options,
+            secret=self._secret,
+            env=env,
+        )
 
     def _hosts(self):
         """Loopback for everything when all Ray nodes are this host; the node IP otherwise."""
@@ -136,6 +173,27 @@ class SparkOnRay:
         rec = procs.ProcessRecord.of(self.master.proc.pid)
         if rec:
             self._records.append(rec)
+
+    def _start_master_in_driver(self, host: str) -> str:
+        """Start a standalone Master in the driver's JVM (as Spark's local-cluster mode does)."""
+        from pyspark import SparkContext
+
+        if SparkContext._jvm is None:
+            raise RayOnSparkError("the Spark driver's JVM did not start; see the errors above")
+        jvm = SparkContext._jvm
+        conf = jvm.org.apache.spark.SparkConf(False)
+        conf.set("spark.authenticate", "true").set("spark.authenticate.secret", self._secret)
+        for attempt in range(3):  # a port picked free can be taken before the master binds it
+            (port,) = free_ports(1, host)
+            try:
+                started = jvm.org.apache.spark.deploy.master.Master.startRpcEnvAndEndpoint(host, port, 0, conf)
+            except Exception as e:
+                if attempt == 2:
+                    raise RayOnSparkError(f"the Spark master could not start on {host}: {e}") from None
+                continue
+            self._master_rpc = started._1()
+            return f"spark://{host}:{port}"
+        raise AssertionError("unreachable")
 
     def _wait_master(self) -> str:
         failure = self.master.wait_ready(self.start_timeout)
@@ -194,7 +252,7 @@ class SparkOnRay:
             if time.monotonic() > deadline:
                 raise RayOnSparkError(
                     f"only {n} of {self.plan.num_executors} Spark executors registered within {self.start_timeout:.0f}s; "
-                    f"master log: {self._master_log}"
+                    f"executor logs are in each actor's ros-spark-w* temp dir"
                 )
             time.sleep(0.05)
 
@@ -226,6 +284,13 @@ class SparkOnRay:
         if self.master is not None:
             self.master.stop()
             self.master = None
+        if self._master_rpc is not None:
+            try:
+                self._master_rpc.shutdown()
+                self._master_rpc.awaitTermination()
+            except Exception as e:  # the JVM may be gone at interpreter exit
+                logger.debug("stopping the in-driver Spark master: %s", e)
+            self._master_rpc = None
         left = procs.wait_gone(self._records, timeout)
         if left:
             logger.warning("Spark processes still alive after %.0fs: %s; killing them", timeout, left)
@@ -257,14 +322,37 @@ class SparkOnRay:
             time.sleep(0.05)
 
 
-def _launch_gateway() -> None:
-    """Start pyspark's JVM (py4j gateway) now, while the master and actors start."""
-    try:
-        from pyspark import SparkContext
+#: Driver confs that only take effect when the driver's JVM is launched.
+JVM_LAUNCH_CONFS = ("spark.driver.memory", "spark.driver.extraJavaOptions", "spark.driver.extraClassPath",
+                    "spark.driver.extraLibraryPath", "spark.jars", "spark.jars.packages", "spark.jars.repositories")
 
-        SparkContext._ensure_initialized()
+
+def _launch_gateway(host: str, launch_confs: Dict[str, str]) -> None:
+    """Start pyspark's JVM (py4j gateway) now, while Ray places the actors.
+
+    ``launch_confs`` are the user's confs that shape the JVM itself (heap, JVM options,
+    jars).  SPARK_LOCAL_IP is set for the JVM only: the in-driver master's web UI binds there.
+    """
+    from pyspark import SparkContext
+
+    try:
+        with SparkContext._lock:
+            saved = os.environ.get("SPARK_LOCAL_IP")
+            os.environ["SPARK_LOCAL_IP"] = host
+            try:
+                from pyspark import SparkConf
+
+                conf = SparkConf(loadDefaults=False)
+                for key, value in launch_confs.items():
+                    conf.set(key, value)
+                SparkContext._ensure_initialized(conf=conf)
+            finally:
+                if saved is None:
+                    os.environ.pop("SPARK_LOCAL_IP", None)
+                else:
+                    os.environ["SPARK_LOCAL_IP"] = saved
     except Exception as e:  # getOrCreate will raise it again, in the caller's thread
-        logger.debug("launching the Spark gateway early failed: %s", e)
+        logger.warning("launching the Spark driver's JVM failed: %s", e)
 
 
 def init_spark(

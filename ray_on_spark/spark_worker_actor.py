@@ -1,12 +1,12 @@
 """The Ray actor that hosts one Spark executor (RayDP mode).
 
 Each actor reserves one executor's cores and memory in Ray (it is scheduled on one
-placement-group bundle) and runs a Spark *standalone Worker* offering exactly those
-cores and that memory, so the private master places exactly one executor on it.  The
-Worker runs under :mod:`ray_on_spark.supervisor` (a child-subreaper), which makes the
-Worker JVM and the executor JVM it forks part of the actor's process tree: when the
-actor dies -- ``ray.kill``, a node failure, ``stop_spark()`` -- the supervisor notices its
-parent is gone and ends the whole tree, and Spark sees a lost executor.
+placement-group bundle) and launches one Spark executor JVM with exactly those cores
+and that heap, under :mod:`ray_on_spark.supervisor`: actor -> supervisor -> executor
+JVM (-> its Python workers).  When the actor dies -- ``ray.kill``, a node failure,
+``stop_spark()`` -- the executor dies with it (the supervisor tears the tree down, or, if
+Ray SIGKILLs the supervisor too, ``PR_SET_PDEATHSIG`` and the supervisor's janitor do),
+and the driver sees a lost executor.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Dict, Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
 
 from ray_on_spark import procs
 from ray_on_spark.local_standalone import java_env, spark_home
@@ -25,7 +26,40 @@ logger = logging.getLogger(__name__)
 
 #: Heap of the Worker daemon itself (Spark's default is 1g; it only forks executors).
 DAEMON_MEMORY = "256m"
-READY_MARKER = "Successfully registered with master"
+EXECUTOR_READY = "Successfully registered with driver"
+
+
+@dataclass(frozen=True)
+class ExecutorLaunch:
+    """Everything an actor needs to launch its executor, decided by the driver."""
+
+    driver_url: str
+    app_id: str
+    host: Optional[str]  # None: the actor's own node IP
+    cores: int
+    memory_mib: int
+    java_options: List[str]  # module options and executor startup confs (-D...)
+    secret: str
+    env: Dict[str, str] = field(default_factory=dict)  # spark.executorEnv.*
+
+
+def executor_command(launch: ExecutorLaunch, java_home: str, host: str, executor_id: int) -> List[str]:
+    """The executor JVM's command line, as a standalone Worker would build it."""
+    home = spark_home()
+    return [
+        os.path.join(java_home, "bin", "java"),
+        "-cp", f"{os.path.join(home, 'conf')}:{os.path.join(home, 'jars', '*')}",
+        f"-Xmx{launch.memory_mib}M",
+        *launch.java_options,
+        "org.apache.spark.executor.CoarseGrainedExecutorBackend",
+        "--driver-url", launch.driver_url,
+        "--executor-id", str(executor_id),
+        "--bind-address", host,
+        "--hostname", host,
+        "--cores", str(launch.cores),
+        "--app-id", launch.app_id,
+        "--resourceProfileId", "0",
+    ]
 
 
 def daemon_env(host: str, temp_dir: str, secret: str, opts_var: str) -> Dict[str, str]:
@@ -67,47 +101,51 @@ def supervised(cmd: list, *, log: str, temp_dir: str, what: str, marker: str, ti
 
 
 class SparkWorkerActor:
-    """One Spark executor's home in Ray; created by :class:`ray_on_spark.spark_on_ray.SparkOnRay`."""
+    """One Spark executor's home in Ray; created by :class:`ray_on_spark.spark_on_ray.SparkOnRay`.
+
+    The executor JVM (``CoarseGrainedExecutorBackend``) is launched straight from the
+    actor -- no standalone Worker JVM in between -- and registers with the driver like
+    any executor; ``executor_cores`` and ``-Xmx`` are exactly the actor's reservation.
+    """
 
     def __init__(self, index: int, temp_root: Optional[str] = None):
         self.index = index
         self.temp_root = temp_root
         self.node: Optional[NodeProcess] = None
-        self.records: list = []
 
     def where(self) -> dict:
         import ray
 
         return {"pid": os.getpid(), "ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id()}
 
-    def start(self, master_url: str, host: Optional[str], cores: int, memory_mib: int, secret: str,
-              timeout: float = 60.0) -> dict:
-        """Start the Worker; return once it has registered with the master."""
+    def start(self, launch: "ExecutorLaunch", timeout: float = 60.0) -> dict:
+        """Start the executor; return once it has registered with the driver."""
         import ray
 
-        host = host or ray.util.get_node_ip_address()
+        host = launch.host or ray.util.get_node_ip_address()
         temp_dir = tempfile.mkdtemp(prefix=f"ros-spark-w{self.index}-", dir=self.temp_root)  # 0700
-        cmd = [
-            os.path.join(spark_home(), "bin", "spark-class"), "org.apache.spark.deploy.worker.Worker",
-            "--host", host, "--port", "0", "--webui-port", "0",
-            "--cores", str(cores), "--memory", f"{memory_mib}m",
-            "--work-dir", os.path.join(temp_dir, "work"),
-            master_url,
-        ]
-        sup = supervised(cmd, log=os.path.join(temp_dir, "worker.log"), temp_dir=temp_dir, what="Spark worker",
-                         marker=READY_MARKER, timeout=timeout, janitor=True)
-        self.node = NodeProcess(sup, daemon_env(host, temp_dir, secret, "SPARK_WORKER_OPTS"), what="Spark worker")
+        env = java_env()
+        env.update(launch.env)
+        env.update({
+            "_SPARK_AUTH_SECRET": launch.secret,  # Spark's own variable: never on a command line
+            "SPARK_LOCAL_DIRS": temp_dir,  # shuffle and block files, private, removed with the actor
+            "SPARK_EXECUTOR_DIRS": temp_dir,
+            "TMPDIR": temp_dir,
+        })
+        cmd = executor_command(launch, env["JAVA_HOME"], host, self.index)
+        sup = supervised(cmd, log=os.path.join(temp_dir, "executor.log"), temp_dir=temp_dir, what="Spark executor",
+                         marker=EXECUTOR_READY, timeout=timeout, janitor=True)
+        self.node = NodeProcess(sup, env, what="Spark executor", cwd=temp_dir)
         failure = self.node.wait_ready(timeout + 5)
         if failure is not None:
             self.node.stop()
-            raise RuntimeError(f"Spark worker {self.index} on {host} did not start: {failure}")
+            raise RuntimeError(f"Spark executor {self.index} on {host} did not start: {failure}")
         record = self.node.record
-        self.records = [record] if record else []
         return {"index": self.index, "host": host, "actor_pid": os.getpid(),
                 "supervisor": (record.pid, record.create_time) if record else None}
 
     def jvm_pids(self) -> list:
-        """Pids of the Worker and executor JVMs under this actor (for tests and checks)."""
+        """Pids of the executor JVM under this actor (for tests and checks)."""
         if self.node is None:
             return []
         out = []
@@ -121,7 +159,7 @@ class SparkWorkerActor:
         return out
 
     def stop(self, timeout: float = 15.0) -> bool:
-        """End the Worker and its executor; True once every process of the tree is gone."""
+        """End the executor; True once every process of its tree is gone."""
         if self.node is None:
             return True
         tree = procs.tree(self.node.pid)

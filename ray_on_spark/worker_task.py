@@ -173,10 +173,10 @@ def node_env(plan: WorkerPlan, gpus: List[str], temp_dir: str) -> Dict[str, str]
 class NodeProcess:
     """The supervisor subprocess and its stdout lines, read by a thread."""
 
-    def __init__(self, cmd: List[str], env: Dict[str, str], what: str = "Ray worker node"):
+    def __init__(self, cmd: List[str], env: Dict[str, str], what: str = "Ray worker node", cwd: Optional[str] = None):
         self.what = what
         self.proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+            cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
             # Own session: when the executor dies, pyspark's daemon SIGHUPs its process group;
             # the supervisor must not die with it before tearing its node down (it notices
             # its parent's death by itself).

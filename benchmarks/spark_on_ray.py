@@ -1,0 +1,122 @@
+"""Spark on Ray start-up: ray_on_spark.init_spark vs RayDP 1.6.5, in one run.
+
+Each side runs in a fresh Python process of its own (so each pays for its driver JVM) with
+a local Ray of 4 CPUs and a 1 GiB object store, 2 executors x 1 core x 1 GB, and the
+workloads of ``workloads.py``:
+
+* init_s        -- ``init_spark(...)`` until it returns;
+* first_job_s   -- the first shuffle job (10**7 rows into 1000 keys), right after;
+* second_job_s  -- the same job again (warm);
+* stop_s        -- ``stop_spark()``;
+* peak_rss_mb   -- this process and all its descendants (Ray included), sampled every 0.2 s.
+
+RayDP runs with ``--raydp`` in its own venv (pyspark 3.5; created on first use, see
+``raydp_venv.py``).  Sides alternate ``--reps`` times; medians are reported.  The last line
+is JSON with ``ours_init_first_job_s``, ``raydp_init_first_job_s`` and ``ratio``.
+
+    .venv/bin/python benchmarks/spark_on_ray.py --raydp --reps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import workloads  # noqa: E402
+
+
+def ours(rows: int) -> dict:
+    """One run of ray_on_spark's RayDP mode in this process."""
+    import ray
+
+    from raydp_side import PeakRss  # the same sampler as the RayDP side
+    import ray_on_spark
+
+    rss = PeakRss()
+    with rss:
+        ray.init(num_cpus=4, object_store_memory=1 << 30, include_dashboard=False, logging_level=logging.WARNING)
+        try:
+            t0 = time.perf_counter()
+            spark = ray_on_spark.init_spark(
+                "bench", num_executors=workloads.NUM_EXECUTORS, executor_cores=workloads.EXECUTOR_CORES,
+                executor_memory=workloads.EXECUTOR_MEMORY,
+            )
+            init_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            workloads.job(spark, rows)
+            first_job_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            workloads.job(spark, rows)
+            second_job_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ray_on_spark.stop_spark()
+            stop_s = time.perf_counter() - t0
+        finally:
+            ray_on_spark.stop_spark()
+            ray.shutdown()
+    return {
+        "init_s": round(init_s, 3), "first_job_s": round(first_job_s, 3),
+        "init_first_job_s": round(init_s + first_job_s, 3), "second_job_s": round(second_job_s, 3),
+        "stop_s": round(stop_s, 3), "peak_rss_mb": round(rss.peak / 2**20, 1),
+    }
+
+
+def _run_side(cmd: list) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--raydp", action="store_true", help="also run RayDP 1.6.5 (separate venv)")
+    p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--rows", type=int, default=10_000_000)
+    p.add_argument("--side", choices=["ours"], help=argparse.SUPPRESS)  # internal: one run, JSON out
+    args = p.parse_args(argv)
+    if args.side == "ours":
+        print(json.dumps(ours(args.rows)))
+        return 0
+    raydp_python = None
+    if args.raydp:
+        from raydp_venv import ensure_raydp_venv
+
+        raydp_python = ensure_raydp_venv()
+    runs = {"ours": [], "raydp": []}
+    for rep in range(args.reps):
+        runs["ours"].append(_run_side([sys.executable, os.path.abspath(__file__), "--side", "ours", "--rows", str(args.rows)]))
+        print(f"rep {rep + 1} ours : {runs['ours'][-1]}", flush=True)
+        if raydp_python:
+            runs["raydp"].append(_run_side([raydp_python, os.path.join(HERE, "raydp_side.py"), "startup", "--rows", str(args.rows)]))
+            print(f"rep {rep + 1} raydp: {runs['raydp'][-1]}", flush=True)
+
+    def med(side: str, key: str):
+        vals = [r[key] for r in runs[side]]
+        return round(statistics.median(vals), 2) if vals else None
+
+    keys = ["init_s", "first_job_s", "init_first_job_s", "second_job_s", "stop_s", "peak_rss_mb"]
+    print(f"\n{'(medians of ' + str(args.reps) + ')':<22}" + "".join(f"{k:>18}" for k in keys))
+    for side in ("ours", "raydp"):
+        if runs[side]:
+            print(f"{side:<22}" + "".join(f"{med(side, k):>18}" for k in keys))
+    result = {f"ours_{k}": med("ours", k) for k in keys}
+    if runs["raydp"]:
+        result.update({f"raydp_{k}": med("raydp", k) for k in keys})
+        result["ratio"] = round(result["ours_init_first_job_s"] / result["raydp_init_first_job_s"], 2)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
