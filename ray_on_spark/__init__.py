@@ -12,6 +12,7 @@
 * ``spark_on_ray``  -- init_spark / stop_spark and SparkOnRay, the owner of a Spark-on-Ray cluster
 * ``spark_worker_actor`` -- the Ray actor that hosts one Spark executor (a standalone Worker)
 * ``spark_on_ray_plan`` -- pure: init_spark's argument checks, bundles and Spark confs
+* ``dataset``       -- from_spark / to_spark: DataFrame <-> ray.data.Dataset through the object store
 * ``local_standalone`` -- a Spark standalone cluster on 127.0.0.1 (tests, demo, benchmarks)
 
 Attributes are imported lazily so that the supervisor (``python -m
@@ -34,6 +35,8 @@ _EXPORTS = {
     "stop_spark": "ray_on_spark.spark_on_ray",
     "active_spark": "ray_on_spark.spark_on_ray",
     "SparkOnRay": "ray_on_spark.spark_on_ray",
+    "from_spark": "ray_on_spark.dataset",
+    "to_spark": "ray_on_spark.dataset",
 }
 
 __all__ = list(_EXPORTS)
@@ -56,4 +59,5 @@ if TYPE_CHECKING:  # pragma: no cover
         shutdown_ray_cluster,
     )
     from ray_on_spark.cluster import RayClusterOnSpark, RayOnSparkError  # noqa: F401
+    from ray_on_spark.dataset import from_spark, to_spark  # noqa: F401
     from ray_on_spark.spark_on_ray import SparkOnRay, active_spark, init_spark, stop_spark  # noqa: F401

@@ -302,7 +302,7 @@ class SparkOnRay:
                 remove_placement_group(self.pg)
             self.pg = None
             if cleanup_data and self.holder is not None:
-                ray.kill(self.holder, no_restart=True)
+                self.holder.kill()  # the converted Datasets' blocks are freed with their owner
                 self.holder = None
             self._wait_resources_back(timeout)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
