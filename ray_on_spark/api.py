@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import sys
 import threading
 import time
 import warnings
@@ -397,6 +398,8 @@ def shutdown_ray_cluster() -> None:
     with _ACTIVE_LOCK:
         cluster, _ACTIVE = _ACTIVE, None
     if cluster is not None:
+        if "ray_on_spark.dataset" in sys.modules:  # converted data goes with the cluster
+            sys.modules["ray_on_spark.dataset"].release_holders()
         cluster.shutdown()
 
 

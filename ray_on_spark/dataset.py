@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
+
+from ray_on_spark import gcs
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,9 @@ class DataHolder:
 
     def count(self) -> int:
         return sum(len(refs) for parts in self.blocks.values() for refs in parts.values())
+
+    def ping(self) -> bool:
+        return True
 
     def add_owner(self, name: str) -> None:
         self.owners.add(name)
@@ -101,9 +107,10 @@ class RayAccess:
         import ray
 
         if not ray.is_initialized():
-            if self.token:
-                os.environ["RAY_AUTH_MODE"] = "token"
-                os.environ["RAY_AUTH_TOKEN"] = self.token
+            if self.token and os.environ.get(gcs.AUTH_TOKEN_ENV) != self.token:
+                os.environ[gcs.AUTH_MODE_ENV] = "token"
+                os.environ[gcs.AUTH_TOKEN_ENV] = self.token
+                gcs.refresh_auth_config()  # Ray caches the auth settings at first use
             ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
                      configure_logging=False)
         return ray.get_actor(self.holder_name, namespace=NAMESPACE)
@@ -125,6 +132,8 @@ class RayAccess:
 
 def _auth_token() -> Optional[str]:
     """The driver's Ray token when the cluster uses token authentication."""
+    if os.environ.get(gcs.AUTH_TOKEN_ENV):  # a Ray-on-Spark cluster's own token
+        return os.environ[gcs.AUTH_TOKEN_ENV]
     try:
         from ray._private.authentication.authentication_token_setup import get_authentication_mode
         from ray._raylet import AuthenticationMode, AuthenticationTokenLoader
@@ -136,7 +145,7 @@ def _auth_token() -> Optional[str]:
             return loader.get_raw_token(ignore_auth_mode=True)
     except Exception as e:  # older Ray: no token authentication
         logger.debug("no Ray auth token: %s", e)
-    return os.environ.get("RAY_AUTH_TOKEN")
+    return None
 
 
 _HOLDERS: Dict[str, "Holder"] = {}  # Ray cluster id -> holder handle (for the plain-Ray case)
@@ -182,15 +191,28 @@ class Holder:
         except Exception as e:  # already gone with its node
             logger.debug("data holder %s: %s", self.name, e)
             names = []
+        handles = [self.handle]
         for name in names:
             try:
-                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                handles.append(ray.get_actor(name, namespace=NAMESPACE))
             except Exception as e:
                 logger.debug("block owner %s: %s", name, e)
-        try:
-            ray.kill(self.handle, no_restart=True)
-        except Exception as e:
-            logger.debug("data holder %s: %s", self.name, e)
+        for handle in handles:
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception as e:
+                logger.debug("killing %s: %s", handle, e)
+        # ray.kill is asynchronous: return once they are dead, so the data is really gone.
+        deadline = time.monotonic() + 15
+        for handle in handles:
+            while time.monotonic() < deadline:
+                try:
+                    ray.get(handle.ping.remote(), timeout=1)
+                except ray.exceptions.RayActorError:
+                    break
+                except ray.exceptions.GetTimeoutError:
+                    continue
+                time.sleep(0.05)
 
 
 def new_holder() -> Holder:
@@ -297,18 +319,21 @@ def from_spark(df, block_bytes: int = BLOCK_BYTES):
     return ray.data.from_arrow_refs(refs)
 
 
-def _fetch_partition(access: RayAccess, conversion: str):
+def _fetch_partition(access: RayAccess, conversion: str, schema):
     """The Spark-side function of to_spark: stream this partition's blocks from Ray."""
 
     def fetch(batches: Iterator) -> Iterator:
+        import pyarrow as pa
         import ray
 
         holder = access.connect()
         for batch in batches:
             for partition in batch.column(0).to_pylist():
                 for ref in ray.get(holder.part.remote(conversion, partition)):
-                    table = ray.get(ref)
-                    yield from table.to_batches()
+                    block = ray.get(ref)
+                    if not isinstance(block, pa.Table):  # a pandas block
+                        block = pa.Table.from_pandas(block, schema=schema, preserve_index=False)
+                    yield from block.to_batches()
 
     return fetch
 
@@ -323,7 +348,7 @@ def to_spark(ds, spark, parallelism: Optional[int] = None):
     from pyspark.sql.pandas.types import from_arrow_schema
 
     _require_ray()
-    refs = list(ds.to_arrow_refs())
+    refs = block_refs(ds)  # the Dataset's own blocks, no copy (to_arrow_refs may convert)
     schema = ds.schema()
     arrow_schema = schema.base_schema if hasattr(schema, "base_schema") else schema
     spark_schema = from_arrow_schema(arrow_schema, prefer_timestamp_ntz=True)
@@ -336,7 +361,12 @@ def to_spark(ds, spark, parallelism: Optional[int] = None):
     ray.get([holder.handle.hold.remote(conversion, i, p) for i, p in enumerate(parts)])
     access = RayAccess(address=ray.get_runtime_context().gcs_address, holder_name=holder.name, token=_auth_token())
     ids = spark.range(0, len(parts), numPartitions=len(parts)).selectExpr("CAST(id AS INT) AS partition")
-    return ids.mapInArrow(_fetch_partition(access, conversion), spark_schema)
+    return ids.mapInArrow(_fetch_partition(access, conversion, arrow_schema), spark_schema)
+
+
+def block_refs(ds) -> list:
+    """References to a Dataset's blocks (executing it if it is lazy), without copying them."""
+    return [ref for bundle in ds.iter_internal_ref_bundles() for ref in bundle.block_refs]
 
 
 def _require_ray() -> None:

@@ -268,3 +268,20 @@ def test_requests_the_spark_cluster_cannot_meet_are_refused_before_start(spark, 
     assert time.monotonic() - t0 < 1.0
     assert expected in str(err.value)
     assert ray_processes() == before
+
+
+def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark, no_ray_left):
+    """Ray on Spark mode: one worker node, so one Spark slot stays free for the conversion jobs."""
+    ray_on_spark.setup_ray_cluster(max_worker_nodes=1, num_cpus_worker_node=1)
+    try:
+        ray.init()
+        df = spark.range(30000, numPartitions=3).selectExpr("id AS a", "CAST(id AS STRING) AS s")
+        ds = ray_on_spark.from_spark(df)
+        assert ds.count() == 30000
+        assert ds.sum("a") == 29999 * 30000 // 2
+        doubled = ds.map_batches(lambda b: {"a": b["a"] * 2, "s": b["s"]})  # lazy: runs on the Ray node
+        back = ray_on_spark.to_spark(doubled, spark)
+        assert [(f.name, f.dataType) for f in back.schema] == [(f.name, f.dataType) for f in df.schema]
+        assert back.selectExpr("sum(a)", "count(DISTINCT s)").first()[:] == (29999 * 30000, 30000)
+    finally:
+        ray_on_spark.shutdown_ray_cluster()

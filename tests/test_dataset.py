@@ -1,0 +1,136 @@
+"""Spark DataFrame <-> Ray Dataset through Ray's object store, on real Spark and Ray.
+
+Spark on Ray (``init_spark``) here; the Ray-on-Spark mode is exercised in
+``test_ray_on_spark_standalone.py``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import time
+
+import pyarrow as pa
+import pytest
+
+ray = pytest.importorskip("ray")
+
+import ray_on_spark  # noqa: E402
+from ray_on_spark.dataset import block_refs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def spark():
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=3, object_store_memory=400 * 2**20, include_dashboard=False, log_to_driver=False)
+    session = ray_on_spark.init_spark("ros-dataset-tests", 2, 1, "1GB", configs={"spark.sql.session.timeZone": "UTC"})
+    yield session
+    ray_on_spark.stop_spark()
+    ray.shutdown()
+
+
+ALL_TYPES = [
+    "CAST(id AS TINYINT) AS i8", "CAST(id AS SMALLINT) AS i16", "CAST(id AS INT) AS i32", "id AS i64",
+    "CAST(id AS FLOAT) / 4 AS f32", "CAST(id AS DOUBLE) / 3 AS f64",
+    "CAST(id AS DECIMAL(38, 10)) / 7 AS dec", "CAST(id AS DECIMAL(5, 2)) AS dec_small",
+    "CONCAT('é-', CAST(id AS STRING)) AS s", "CAST(CONCAT('b', CAST(id AS STRING)) AS BINARY) AS bin",
+    "id % 2 = 0 AS flag", "DATE_ADD(DATE'1969-12-30', CAST(id AS INT)) AS d",
+    "TIMESTAMP_SECONDS(id * 86399) AS ts", "CAST(TIMESTAMP_SECONDS(id * 3600) AS TIMESTAMP_NTZ) AS ts_ntz",
+    "ARRAY(CAST(id AS INT), NULL, 3) AS arr", "MAP('k', CAST(id AS INT), 'n', NULL) AS m",
+    "NAMED_STRUCT('a', CAST(id AS INT), 'b', CONCAT('x', CAST(id AS STRING)), 'c', ARRAY(1.5D)) AS st",
+]
+
+
+def _all_types(spark, rows=50, partitions=3):
+    df = spark.range(0, rows, numPartitions=partitions).selectExpr(*ALL_TYPES)
+    cols = df.columns
+    # every column is NULL in one row
+    nulls = spark.range(rows, rows + 1).selectExpr(*[f"CAST(NULL AS {t.simpleString()}) AS {c}"
+                                                     for c, t in zip(cols, [f.dataType for f in df.schema.fields])])
+    return df.unionByName(nulls)
+
+
+def _freed(refs, timeout: float = 20.0) -> bool:
+    """Probe until reading the blocks fails because their owner died (freeing is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(refs, timeout=5)
+        except ray.exceptions.OwnerDiedError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_every_type_arrow_carries_round_trips_exactly(spark):
+    df = _all_types(spark)
+    ds = ray_on_spark.from_spark(df)
+    assert ds.count() == 51
+    back = ray_on_spark.to_spark(ds, spark)
+    assert [(f.name, f.dataType) for f in back.schema.fields] == [(f.name, f.dataType) for f in df.schema.fields]
+    assert sorted(back.collect(), key=lambda r: (r.i64 is None, r.i64)) == sorted(df.collect(), key=lambda r: (r.i64 is None, r.i64))
+    # and the Ray side sees real values, with time zones kept
+    row = ds.filter(lambda r: r["i64"] == 3).take(1)[0]
+    assert row["dec"] == decimal.Decimal(3) / 7 or abs(row["dec"] - decimal.Decimal("0.4285714286")) < decimal.Decimal("1e-10")
+    assert row["d"] == datetime.date(1970, 1, 2)
+    assert row["ts"].replace(tzinfo=None) == datetime.datetime(1970, 1, 3, 23, 59, 57)
+    schema = ds.schema().base_schema
+    assert schema.field("ts").type == pa.timestamp("us", tz="UTC")  # the time zone travels in the type
+    assert schema.field("ts_ntz").type == pa.timestamp("us")
+    assert schema.field("dec").type == pa.decimal128(38, 10)
+    assert str(schema.field("m").type) == "map<string, int32>"
+    assert row["s"] == "é-3" and row["bin"] == b"b3" and row["st"]["b"] == "x3"
+
+
+def test_a_type_arrow_cannot_carry_is_refused_naming_the_column(spark):
+    df = spark.range(3).selectExpr("id", "make_interval(0, 0, 0, CAST(id AS INT)) AS iv")
+    with pytest.raises(TypeError, match=r"column 'iv' has type interval.*cast or drop it first"):
+        ray_on_spark.from_spark(df)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda s: s.range(0), id="empty"),
+        pytest.param(lambda s: s.range(1), id="one-row"),
+        pytest.param(lambda s: s.range(5000, numPartitions=1).union(s.range(0, 3, numPartitions=5)), id="skewed"),
+        pytest.param(lambda s: s.range(20000, numPartitions=13), id="more-partitions-than-executors"),
+    ],
+)
+def test_shapes_round_trip(spark, make):
+    df = make(spark).selectExpr("id AS a")
+    rows, total = df.count(), df.selectExpr("coalesce(sum(a), 0)").first()[0]
+    ds = ray_on_spark.from_spark(df)
+    assert ds.count() == rows
+    assert (ds.sum("a") or 0) == total if rows else ds.count() == 0
+    back = ray_on_spark.to_spark(ds, spark)
+    assert back.count() == rows
+    assert back.selectExpr("coalesce(sum(a), 0)").first()[0] == total
+    assert back.schema == df.schema
+
+
+def test_dataset_stays_readable_after_its_spark_job_and_other_jobs(spark):
+    ds = ray_on_spark.from_spark(spark.range(100000, numPartitions=4).selectExpr("id AS a"))
+    spark.range(10**6).selectExpr("id % 10 AS k").groupBy("k").count().collect()  # other Spark work
+    assert ds.sum("a") == 100000 * 99999 // 2
+    ds2 = ray.data.range(1000).map_batches(lambda b: {"a": b["id"] * 2})
+    assert ray_on_spark.to_spark(ds2, spark).selectExpr("sum(a)").first()[0] == 2 * 999 * 1000 // 2
+
+
+def test_stop_spark_keeps_data_without_cleanup_and_frees_it_with_cleanup(spark):
+    """Last: ends the module's session (cleanup_data=False), then a second one (cleanup_data=True)."""
+    # 200k rows: blocks big enough for the object store (tiny objects travel inline, by value)
+    kept = ray_on_spark.from_spark(spark.range(200000, numPartitions=2).selectExpr("id AS a"))
+    holder = ray_on_spark.active_spark().holder
+    ray_on_spark.stop_spark(cleanup_data=False)
+    assert kept.sum("a") == 199999 * 200000 // 2  # RayDP's behaviour: readable after Spark is gone
+    holder.kill()
+    assert _freed(block_refs(kept))  # its owners are gone: the blocks are freed
+
+    spark2 = ray_on_spark.init_spark("ros-dataset-tests-2", 1, 1, "600MB")
+    freed = ray_on_spark.from_spark(spark2.range(200000).selectExpr("id AS a"))
+    refs = block_refs(freed)
+    assert sum(t.num_rows for t in ray.get(refs)) == 200000
+    ray_on_spark.stop_spark(cleanup_data=True)
+    assert _freed(refs)
