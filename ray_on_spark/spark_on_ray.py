@@ -181,6 +181,11 @@ class SparkOnRay:
         if SparkContext._jvm is None:
             raise RayOnSparkError("the Spark driver's JVM did not start; see the errors above")
         jvm = SparkContext._jvm
+        try:  # it has no workers by design; its "no worker can run this app" warning is noise
+            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+                "org.apache.spark.deploy.master.Master", jvm.org.apache.logging.log4j.Level.ERROR)
+        except Exception as e:
+            logger.debug("quieting the in-driver master's log: %s", e)
         conf = jvm.org.apache.spark.SparkConf(False)
         conf.set("spark.authenticate", "true").set("spark.authenticate.secret", self._secret)
         for attempt in range(3):  # a port picked free can be taken before the master binds it
