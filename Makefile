@@ -26,6 +26,8 @@ unit: setup
 
 bench: setup
 	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/spark_on_ray.py --raydp --reps 3
+	$(PY) benchmarks/convert.py --rows 10000000 --raydp
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
