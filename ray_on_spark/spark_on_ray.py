@@ -1,16 +1,17 @@
 """Spark on Ray (RayDP mode): ``init_spark`` / ``stop_spark`` and the object that owns it all.
 
-Mechanism (see README, "Spark on Ray: design"): a private Spark *standalone master* runs
-on the driver under a supervisor; ``num_executors`` Ray actors, one per bundle of a
-placement group, each run a standalone *Worker* offering exactly that actor's cores and
-memory; the SparkSession asks the master for ``num_executors x executor_cores`` cores in
-executors of ``executor_cores``, so exactly one executor lands in each actor.  Ray
-accounts for every executor's CPUs and memory, the placement group gang-schedules them
-(or fails clearly), and the executors' processes live and die with their actors.
+Mechanism (README, "Design: executors launched from Ray actors"): ``num_executors`` Ray
+actors, one per bundle of a placement group, each launch one Spark executor JVM with
+exactly that actor's cores and heap; the executors register with the driver like any
+standalone executors.  A standalone Master is there only so that the standalone scheduler
+backend has an application to register: it runs inside the driver's JVM when this call
+starts that JVM, else as a JVM of its own.  Ray accounts for every executor's CPUs and
+memory, the placement group gang-schedules them (or fails clearly), and the executors'
+processes live and die with their actors.
 
-Start-up overlaps what can overlap: the master JVM, the placement group and actors, and
-the driver's own JVM (py4j gateway) start at the same time; the Workers start as soon as
-the master answers, and the SparkSession is created while they register.
+Start-up overlaps what can overlap: the driver's JVM (py4j gateway) starts while Ray
+reserves the placement group and starts the actors; the executors start as soon as the
+SparkSession exists.
 """
 
 from __future__ import annotations
