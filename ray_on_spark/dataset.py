@@ -42,7 +42,7 @@ class DataHolder:
 
     def __init__(self):
         self.blocks: Dict[str, Dict[int, list]] = {}
-        self.owners: set = set()  # names of the BlockOwner actors made for this holder
+        self.owners: Dict[str, object] = {}  # node id -> BlockOwner actor (the holder's children)
 
     def hold(self, conversion: str, partition: int, refs: list) -> None:
         # A retried Spark task replaces its earlier attempt's blocks (which are then freed).
@@ -64,15 +64,27 @@ class DataHolder:
     def ping(self) -> bool:
         return True
 
-    def add_owner(self, name: str) -> None:
-        self.owners.add(name)
+    def owner_for(self, node_id: str):
+        """The BlockOwner on ``node_id``, started on first use.
 
-    def owner_names(self) -> list:
-        return sorted(self.owners)
+        Started by the holder, so it is the holder's child: it dies with the holder, which
+        dies with the driver -- nothing is left in a shared Ray cluster after the driver goes.
+        """
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if node_id not in self.owners:
+            self.owners[node_id] = ray.remote(BlockOwner).options(
+                num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote()
+        return self.owners[node_id]
+
+    def owner_handles(self) -> list:
+        return list(self.owners.values())
 
 
 class BlockOwner:
-    """Owns the blocks made on one node (a detached Ray actor pinned to that node).
+    """Owns the blocks made on one node (a Ray actor pinned to that node, a child of the holder).
 
     Ray 2.56 removed ``ray.put(..., _owner=...)``, so an object is owned by the process
     that put it -- and a Spark task's Python worker does not live long enough.  The task
@@ -116,18 +128,10 @@ class RayAccess:
         return ray.get_actor(self.holder_name, namespace=NAMESPACE)
 
     def local_owner(self, holder):
-        """This node's BlockOwner for this holder, created on first use."""
+        """This node's BlockOwner (the holder starts it on first use)."""
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        node = ray.get_runtime_context().get_node_id()
-        name = f"{self.holder_name}-{node[:12]}"
-        owner = ray.remote(BlockOwner).options(
-            name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0, max_restarts=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-        ).remote()
-        ray.get(holder.add_owner.remote(name))
-        return owner
+        return ray.get(holder.owner_for.remote(ray.get_runtime_context().get_node_id()))
 
 
 def _auth_token() -> Optional[str]:
@@ -187,16 +191,11 @@ class Holder:
         import ray
 
         try:
-            names = ray.get(self.handle.owner_names.remote(), timeout=10)
+            owners = ray.get(self.handle.owner_handles.remote(), timeout=10)
         except Exception as e:  # already gone with its node
             logger.debug("data holder %s: %s", self.name, e)
-            names = []
-        handles = [self.handle]
-        for name in names:
-            try:
-                handles.append(ray.get_actor(name, namespace=NAMESPACE))
-            except Exception as e:
-                logger.debug("block owner %s: %s", name, e)
+            owners = []
+        handles = [self.handle] + owners
         for handle in handles:
             try:
                 ray.kill(handle, no_restart=True)

@@ -179,7 +179,7 @@ def test_killing_an_actor_is_a_lost_executor_and_stop_spark_cleans_up(spark, bef
 
 
 def test_init_spark_against_an_existing_ray_cluster_address(tmp_path):
-    """A separate driver connects to a Ray head started with ``ray start`` (given by address)."""
+    """Separate drivers connect to a Ray head started with ``ray start`` (given by address)."""
     import subprocess
 
     from ray_on_spark.ports import free_ports
@@ -210,6 +210,53 @@ print("CPU_BACK", ray.available_resources()["CPU"] == cpu)
                              cwd=str(tmp_path), env=env)
         assert "COUNT 12345" in out.stdout, out.stderr[-3000:]
         assert "CPU_BACK True" in out.stdout
+
+        # A driver that dies (SIGKILL) mid-session leaves nothing in the shared cluster:
+        # its executors, their actors and the converted data's owners all go.
+        jvms_before = spark_jvms()
+        victim = subprocess.Popen([sys.executable, "-c", f"""
+import ray, ray_on_spark, time
+ray.init(address="127.0.0.1:{port}", log_to_driver=False)
+spark = ray_on_spark.init_spark("doomed", 1, 1, "600MB")
+ds = ray_on_spark.from_spark(spark.range(300000).selectExpr("id AS a"))
+print("UP", ds.count(), flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True, cwd=str(tmp_path), env=env)
+        assert victim.stdout.readline().strip() == "UP 300000"
+        assert spark_jvms() - jvms_before  # its executor runs
+        actors = ("ray::SparkWorkerActor", "ray::DataHolder", "ray::BlockOwner")
+
+        def actor_processes():
+            found = set()
+            for p in psutil.process_iter(["cmdline", "status"]):
+                cmd = " ".join(p.info["cmdline"] or [])
+                found |= {a for a in actors if a in cmd and p.info["status"] != psutil.STATUS_ZOMBIE}
+            return found
+
+        assert actor_processes() == set(actors)  # the actors the check below expects gone
+        victim.kill()
+        victim.wait(10)
+        probe = f"""
+import ray, time
+ray.init(address="127.0.0.1:{port}", log_to_driver=False)
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    named = ray.util.list_named_actors(all_namespaces=True)
+    if not named and ray.available_resources().get("CPU") == 2.0:
+        break
+    time.sleep(0.2)
+print("NAMED", named, "CPU", ray.available_resources().get("CPU"))
+"""
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+        assert "NAMED [] CPU 2.0" in out.stdout, out.stdout + out.stderr[-2000:]
+        deadline = time.monotonic() + 20
+        while actor_processes():
+            assert time.monotonic() < deadline, "an actor process of the dead driver is still running"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 20
+        while spark_jvms() - jvms_before:
+            assert time.monotonic() < deadline, "the dead driver's executor JVM is still running"
+            time.sleep(0.1)
     finally:
         head.terminate()
         head.wait(30)
