@@ -70,6 +70,25 @@ def _memory_arg(name: str, value: object) -> Optional[int]:
     return n
 
 
+def _check_log_dir(path: Optional[str]) -> Optional[str]:
+    """collect_log_to_path: created if missing, and really writable (every node copies its logs there)."""
+    if path is None:
+        return None
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"collect_log_to_path={path!r} must be a directory path, e.g. '/dbfs/ray_logs' or '/tmp/ray_logs'.")
+    path = os.path.abspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"collect_log_to_path={path!r} is not writable by this user ({e.strerror}); pass a writable "
+            "directory that every Spark node can reach, e.g. a shared mount such as '/dbfs/ray_logs'."
+        ) from None
+    return path
+
+
 def _check_temp_root(path: Optional[str]) -> Optional[str]:
     if path is None:
         return None
@@ -238,11 +257,7 @@ def _plan(
     object_store_memory_head_node = _memory_arg("object_store_memory_head_node", object_store_memory_head_node)
     if not isinstance(strict_mode, bool):
         raise ValueError(f"strict_mode={strict_mode!r} must be True or False.")
-    if collect_log_to_path is not None:
-        raise ValueError(
-            f"collect_log_to_path={collect_log_to_path!r} is not supported yet; pass collect_log_to_path=None "
-            "(node logs live under ray_temp_root_dir while the cluster runs)."
-        )
+    collect_log_to_path = _check_log_dir(collect_log_to_path)
     temp_root = _check_temp_root(ray_temp_root_dir)
     known = ray_start_option_names()
     head_opts = validate_node_options(head_node_options, argument="head_node_options", blocked=HEAD_BLOCKED_KEYS, known=known)
@@ -356,6 +371,7 @@ def _plan(
         driver_host=head_host,
         driver_host_reserved=reserved,
         temp_root=temp_root,
+        collect_log_dir=collect_log_to_path,
         worker_options=worker_opts,
         strict_mode=strict_mode,
         start_timeout=start_timeout,

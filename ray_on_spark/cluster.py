@@ -32,6 +32,7 @@ from ray_on_spark.worker_task import (
     LABEL_PARTITION,
     LABEL_PID,
     WorkerPlan,
+    log_collection_args,
     run_worker_node,
 )
 
@@ -197,6 +198,7 @@ class RayClusterOnSpark:
             "--start-timeout", str(self.plan.start_timeout),
             # if the driver dies without shutdown(), the supervisor removes the temp dir
             "--cleanup-dir", self.temp_dir,
+            *log_collection_args(self.plan.worker.collect_log_dir, f"ray-head-{self.plan.worker.cluster_id}"),
             "--",
         ] + _ray_start_head_command(self.plan)
         logger.debug("starting Ray head: %s", " ".join(cmd))

@@ -76,6 +76,22 @@ def _kill_processes_using(directory: str) -> None:
             continue
 
 
+def _collect_logs(node_dir: str, own_log: str, dest: str) -> None:
+    """Copy the node's Ray session logs (and the start log) to ``dest`` before its dir goes."""
+    import glob
+
+    try:
+        os.makedirs(dest, exist_ok=True)
+        for logs in glob.glob(os.path.join(node_dir, "**", "session_*", "logs"), recursive=True):
+            if os.path.isdir(logs) and not os.path.islink(os.path.dirname(logs)):
+                shutil.copytree(logs, dest, dirs_exist_ok=True, ignore_dangling_symlinks=True,
+                                ignore=shutil.ignore_patterns("*.sock"))
+        if os.path.exists(own_log):
+            shutil.copy2(own_log, dest)
+    except OSError as e:  # never let log collection stop a teardown
+        print(f"collecting logs to {dest} failed: {e}", file=sys.stderr)
+
+
 def _tail(path: str, limit: int = 4000) -> str:
     try:
         with open(path, "rb") as f:
@@ -227,6 +243,8 @@ class Supervisor:
             if tree:
                 procs.terminate(tree, grace=self.args.grace, kill_wait=1.0)
         procs.reap_all(timeout=1.0)
+        if self.args.collect_logs_to and self.args.cleanup_dir:
+            _collect_logs(self.args.cleanup_dir, self.args.log, f"{self.args.collect_logs_to}-{os.getpid()}")
         if self.args.cleanup_dir:
             shutil.rmtree(self.args.cleanup_dir, ignore_errors=True)
 
@@ -249,6 +267,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--ready-marker", action="append", default=[],
                    help="log text that means the command is up (repeatable; default: ray start's)")
     p.add_argument("--what", default="ray start", help="what the command is, for messages")
+    p.add_argument("--collect-logs-to", default="", help="copy the node's logs to this path (+ -<pid>) at teardown")
     p.add_argument("--janitor", action="store_true",
                    help="the command dies with the supervisor, and a janitor cleans --cleanup-dir if it is SIGKILLed")
     args = p.parse_args(argv[:split])

@@ -56,6 +56,7 @@ class WorkerPlan:
     driver_host: str
     driver_host_reserved: int
     temp_root: Optional[str]
+    collect_log_dir: Optional[str] = None  # collect_log_to_path: each node copies its logs there when it stops
     worker_options: Dict[str, object] = field(default_factory=dict)
     strict_mode: bool = False
     start_timeout: float = 120.0
@@ -233,6 +234,11 @@ class NodeProcess:
                 self.proc.wait()
 
 
+def log_collection_args(collect_dir: Optional[str], name: str) -> List[str]:
+    """Supervisor options that copy the node's logs to ``collect_dir/name-<pid>`` at teardown."""
+    return ["--collect-logs-to", os.path.join(collect_dir, name)] if collect_dir else []
+
+
 def launch_node(
     plan: WorkerPlan, partition: int, num_cpus: int, gpus: List[str], share: resources.MemoryShare
 ) -> NodeProcess:
@@ -246,6 +252,7 @@ def launch_node(
         "--watch-port", str(plan.head_port),
         "--cleanup-dir", temp_dir,
         "--start-timeout", str(plan.start_timeout),
+        *log_collection_args(plan.collect_log_dir, f"ray-worker-{plan.cluster_id}-p{partition}"),
         "--",
     ]
     # The supervisor fills in its own pid and create time (unknown until it runs), so

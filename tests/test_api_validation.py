@@ -26,7 +26,7 @@ CASES = [
     (dict(max_worker_nodes=2, num_gpus_head_node=1), "num_gpus_head_node=1"),
     (dict(max_worker_nodes=2, memory_worker_node="lots"), "memory_worker_node='lots'"),
     (dict(max_worker_nodes=2, memory_worker_node=10**15), "memory_worker_node=1000000000000000"),
-    (dict(max_worker_nodes=2, collect_log_to_path="/tmp/x"), "collect_log_to_path"),
+    (dict(max_worker_nodes=2, collect_log_to_path="/proc/no"), "collect_log_to_path='/proc/no' is not writable"),
     (dict(max_worker_nodes=2, head_node_options={"port": 1234}), "head_node_options has key 'port'"),
     (dict(max_worker_nodes=2, worker_node_options={"num_cpus": 4}), "num_cpus_worker_node"),
     (dict(max_worker_nodes=2, worker_node_options={"--object-store-memory": 1}), "object_store_memory"),

@@ -285,3 +285,19 @@ def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark,
         assert back.selectExpr("sum(a)", "count(DISTINCT s)").first()[:] == (29999 * 30000, 30000)
     finally:
         ray_on_spark.shutdown_ray_cluster()
+
+
+def test_collect_log_to_path_gets_every_nodes_logs_after_shutdown(spark, no_ray_left, tmp_path):
+    logs = tmp_path / "ray_logs"
+    ray_on_spark.setup_ray_cluster(max_worker_nodes=2, num_cpus_worker_node=1, collect_log_to_path=str(logs))
+    cluster_id = ray_on_spark.active_cluster().cluster_id
+    ray_on_spark.shutdown_ray_cluster()
+    dirs = sorted(p.name for p in logs.iterdir())
+    heads = [d for d in dirs if d.startswith(f"ray-head-{cluster_id}-")]
+    workers = [d for d in dirs if d.startswith(f"ray-worker-{cluster_id}-p")]
+    assert len(heads) == 1 and len(workers) == 2, dirs
+    assert any(f.name.startswith("gcs_server") for f in (logs / heads[0]).iterdir())
+    for w in workers:
+        names = [f.name for f in (logs / w).iterdir()]
+        assert any(n.startswith("raylet") for n in names), names
+        assert "ray-start.log" in names
