@@ -60,7 +60,9 @@ class SparkOnRay:
         self._master_rpc = None  # the RpcEnv of a master inside the driver's JVM
         self.master_url: Optional[str] = None
         self.spark = None
-        self.temp_dir = tempfile.mkdtemp(prefix="ros-spark-m-")  # 0700: master logs and work
+        #: The master JVM's logs and work (0700), made only when the master needs a JVM of its own;
+        #: its supervisor removes it even if the driver dies.
+        self.temp_dir: Optional[str] = None
         self._records: List[procs.ProcessRecord] = []
         self._cpu_before: Optional[float] = None
         self._secret = secrets.token_hex(24)
@@ -165,6 +167,7 @@ class SparkOnRay:
             os.path.join(spark_home(), "bin", "spark-class"), "org.apache.spark.deploy.master.Master",
             "--host", host, "--port", "0", "--webui-port", "0",
         ]
+        self.temp_dir = tempfile.mkdtemp(prefix="ros-spark-m-")
         log = os.path.join(self.temp_dir, "master.log")
         sup = supervised(cmd, log=log, temp_dir=self.temp_dir, what="Spark master", marker=MASTER_READY,
                          timeout=self.start_timeout)
@@ -311,7 +314,8 @@ class SparkOnRay:
                 self.holder.kill()  # the converted Datasets' blocks are freed with their owner
                 self.holder = None
             self._wait_resources_back(timeout)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if self.temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
         self.timings["stop_s"] = time.monotonic() - t0
         logger.info("Spark on Ray stopped in %.1fs", self.timings["stop_s"])
 

@@ -39,7 +39,7 @@ def local_ray():
 @pytest.fixture(scope="module")
 def before(local_ray):
     """Ray's free CPUs, placement groups and Spark JVMs before init_spark."""
-    return {"cpu": ray.available_resources().get("CPU"), "jvms": spark_jvms(), "pgs": _live_pgs()}
+    return {"cpu": ray.available_resources().get("CPU"), "jvms": spark_jvms(), "pgs": _live_pgs(), "dirs": _our_dirs()}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,11 @@ def spark(before):
     )
     yield session
     ray_on_spark.stop_spark()
+
+
+def _our_dirs() -> set:
+    """The Spark-on-Ray temp dirs in /tmp (master's and executors')."""
+    return {d for d in os.listdir(tempfile.gettempdir()) if d.startswith(("ros-spark-m-", "ros-spark-w"))}
 
 
 def _running(pid: int) -> bool:
@@ -175,7 +180,7 @@ def test_killing_an_actor_is_a_lost_executor_and_stop_spark_cleans_up(spark, bef
     assert ray.available_resources().get("CPU") == before["cpu"]
     assert _live_pgs() == before["pgs"]
     assert not spark_jvms() - before["jvms"], "a Spark JVM of init_spark is still running"
-    assert not [d for d in os.listdir("/tmp") if d.startswith("ros-spark-m-") or d.startswith("ros-spark-w")]
+    assert not _our_dirs() - before["dirs"]
 
 
 def test_init_spark_against_an_existing_ray_cluster_address(tmp_path):
@@ -213,7 +218,7 @@ print("CPU_BACK", ray.available_resources()["CPU"] == cpu)
 
         # A driver that dies (SIGKILL) mid-session leaves nothing in the shared cluster:
         # its executors, their actors and the converted data's owners all go.
-        jvms_before = spark_jvms()
+        jvms_before, dirs_before = spark_jvms(), _our_dirs()
         victim = subprocess.Popen([sys.executable, "-c", f"""
 import ray, ray_on_spark, time
 ray.init(address="127.0.0.1:{port}", log_to_driver=False)
@@ -254,8 +259,8 @@ print("NAMED", named, "CPU", ray.available_resources().get("CPU"))
             assert time.monotonic() < deadline, "an actor process of the dead driver is still running"
             time.sleep(0.1)
         deadline = time.monotonic() + 20
-        while spark_jvms() - jvms_before:
-            assert time.monotonic() < deadline, "the dead driver's executor JVM is still running"
+        while spark_jvms() - jvms_before or _our_dirs() - dirs_before:
+            assert time.monotonic() < deadline, "the dead driver's executor JVM or temp dirs are still there"
             time.sleep(0.1)
     finally:
         head.terminate()
