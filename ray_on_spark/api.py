@@ -70,47 +70,37 @@ def _memory_arg(name: str, value: object) -> Optional[int]:
     return n
 
 
-def _check_log_dir(path: Optional[str]) -> Optional[str]:
-    """collect_log_to_path: created if missing, and really writable (every node copies its logs there)."""
+def _writable_dir(name: str, path: object, hint: str) -> Optional[str]:
+    """An absolute directory path, created if missing and really writable, or a ValueError naming ``name``."""
     if path is None:
         return None
     if not isinstance(path, str) or not path:
-        raise ValueError(f"collect_log_to_path={path!r} must be a directory path, e.g. '/dbfs/ray_logs' or '/tmp/ray_logs'.")
+        raise ValueError(f"{name}={path!r} must be a directory path; {hint}.")
     path = os.path.abspath(path)
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise ValueError(
-            f"collect_log_to_path={path!r} is not writable by this user ({e.strerror}); pass a writable "
-            "directory that every Spark node can reach, e.g. a shared mount such as '/dbfs/ray_logs'."
-        ) from None
-    return path
-
-
-def _check_temp_root(path: Optional[str]) -> Optional[str]:
-    if path is None:
-        return None
-    if not isinstance(path, str) or not path:
-        raise ValueError(f"ray_temp_root_dir={path!r} must be a directory path, e.g. '/tmp'.")
-    path = os.path.abspath(path)
-    if len(path) > 32:
-        # Ray puts unix sockets under it; their paths are limited to 107 bytes.
-        raise ValueError(
-            f"ray_temp_root_dir={path!r} is {len(path)} characters; Ray's socket paths under it would exceed "
-            "the 107-byte limit. Use a shorter path, e.g. ray_temp_root_dir='/tmp'."
-        )
     try:  # really try: os.access() says yes to root even on read-only file systems
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise ValueError(
-            f"ray_temp_root_dir={path!r} is not writable by this user ({e.strerror}); pass a writable "
-            f"directory, e.g. ray_temp_root_dir='/tmp'."
-        ) from None
+        raise ValueError(f"{name}={path!r} is not writable by this user ({e.strerror}); {hint}.") from None
     return path
+
+
+def _check_log_dir(path: Optional[str]) -> Optional[str]:
+    """collect_log_to_path: every node copies its logs there, so it must be writable (and shared)."""
+    return _writable_dir("collect_log_to_path", path, "pass a writable directory that every Spark node can "
+                         "reach, e.g. a shared mount such as '/dbfs/ray_logs'")
+
+
+def _check_temp_root(path: Optional[str]) -> Optional[str]:
+    if isinstance(path, str) and path and len(os.path.abspath(path)) > 32:
+        # Ray puts unix sockets under it; their paths are limited to 107 bytes.
+        path = os.path.abspath(path)
+        raise ValueError(
+            f"ray_temp_root_dir={path!r} is {len(path)} characters; Ray's socket paths under it would exceed "
+            "the 107-byte limit. Use a shorter path, e.g. ray_temp_root_dir='/tmp'."
+        )
+    return _writable_dir("ray_temp_root_dir", path, "pass a writable directory, e.g. ray_temp_root_dir='/tmp'")
 
 
 def setup_ray_cluster(
