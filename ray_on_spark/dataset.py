@@ -58,9 +58,6 @@ class DataHolder:
     def release(self, conversion: str) -> None:
         self.blocks.pop(conversion, None)
 
-    def count(self) -> int:
-        return sum(len(refs) for parts in self.blocks.values() for refs in parts.values())
-
     def ping(self) -> bool:
         return True
 

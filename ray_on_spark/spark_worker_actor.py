@@ -113,11 +113,6 @@ class SparkWorkerActor:
         self.temp_root = temp_root
         self.node: Optional[NodeProcess] = None
 
-    def where(self) -> dict:
-        import ray
-
-        return {"pid": os.getpid(), "ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id()}
-
     def start(self, launch: "ExecutorLaunch", timeout: float = 60.0) -> dict:
         """Start the executor; return once it has registered with the driver."""
         import ray
