@@ -29,7 +29,7 @@ from ray_on_spark.cluster import (
     pick_head_ports,
 )
 from ray_on_spark.options import HEAD_BLOCKED_KEYS, WORKER_BLOCKED_KEYS, ray_start_option_names, validate_node_options
-from ray_on_spark.resources import head_memory, parse_memory, format_bytes
+from ray_on_spark.resources import InsufficientResourcesError, format_bytes, head_gpu_addresses, head_memory, parse_memory
 from ray_on_spark.worker_task import WorkerPlan, host_memory_bytes
 
 logger = logging.getLogger(__name__)
@@ -236,11 +236,6 @@ def _plan(
     num_gpus_worker_node = _int_arg("num_gpus_worker_node", num_gpus_worker_node, 0, 0)
     num_cpus_head_node = _int_arg("num_cpus_head_node", num_cpus_head_node, 0, 0)
     num_gpus_head_node = _int_arg("num_gpus_head_node", num_gpus_head_node, 0, 0)
-    if num_gpus_head_node:
-        raise ValueError(
-            f"num_gpus_head_node={num_gpus_head_node}: GPUs on the head node are not supported yet; "
-            "use num_gpus_head_node=0 and give GPUs to worker nodes (num_gpus_worker_node)."
-        )
     memory_worker_node = _memory_arg("memory_worker_node", memory_worker_node)
     memory_head_node = _memory_arg("memory_head_node", memory_head_node)
     object_store_memory_worker_node = _memory_arg("object_store_memory_worker_node", object_store_memory_worker_node)
@@ -283,6 +278,10 @@ def _plan(
         raise RayOnSparkError(
             f"Spark master {sc.master!r} is not supported; use Spark standalone (spark://...), local-cluster[...] or local[N]."
         )
+    try:
+        head_gpus = head_gpu_addresses(spark_env.driver_gpu_addresses(sc), num_gpus_head_node)
+    except InsufficientResourcesError as e:
+        raise ValueError(str(e)) from None
     task_cpus = spark_env.task_cpus(sc)
     task_gpus = int(spark_env.task_gpus(sc))
     cpus = num_cpus_worker_node if num_cpus_worker_node is not None else task_cpus
@@ -373,7 +372,8 @@ def _plan(
         dashboard_port=ports["dashboard_port"],
         dashboard_host=str(dashboard_opts.get("dashboard_host", "127.0.0.1")),
         num_cpus=num_cpus_head_node or 0,
-        num_gpus=0,
+        num_gpus=len(head_gpus),
+        gpu_addresses=head_gpus,
         memory=head_mem,
         options=head_opts,
     )

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ray_on_spark import gcs, procs, spark_env
 from ray_on_spark.options import labels_arg, to_cli_args
@@ -56,6 +56,8 @@ class HeadPlan:
     num_gpus: int
     memory: MemoryShare
     options: Dict[str, object] = field(default_factory=dict)
+    #: The driver's GPU addresses the head may use (num_gpus_head_node of spark.driver.resource.gpu).
+    gpu_addresses: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ class RayClusterOnSpark:
         env.setdefault("RAY_health_check_timeout_ms", "1000")
         env.setdefault("RAY_health_check_failure_threshold", "4")
         env.pop("RAY_ADDRESS", None)
+        # The head sees exactly the driver GPUs it was given (none by default), like the workers.
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(self.plan.head.gpu_addresses)
         if self.plan.worker.auth_token:
             env[gcs.AUTH_MODE_ENV] = "token"
             env[gcs.AUTH_TOKEN_ENV] = self.plan.worker.auth_token

@@ -205,6 +205,26 @@ def gpu_addresses_for_node(task_gpu_addresses: Sequence[str], num_gpus_requested
     return addresses[:num_gpus_requested]
 
 
+def head_gpu_addresses(driver_gpu_addresses: Sequence[str], num_gpus_head_node: Optional[int]) -> Tuple[str, ...]:
+    """The GPU addresses the head node may use: the first N of those Spark assigned to the driver.
+
+    The head runs on the driver, whose GPUs Spark knows only through
+    ``spark.driver.resource.gpu.*``; ``None`` means none (as in ray.util.spark's
+    non-global mode), never a count guessed from the host.
+    """
+    addresses = tuple(str(a).strip() for a in driver_gpu_addresses)
+    if not num_gpus_head_node:
+        return ()
+    if num_gpus_head_node > len(addresses):
+        raise InsufficientResourcesError(
+            f"num_gpus_head_node={num_gpus_head_node} but Spark assigned the driver {len(addresses)} GPU "
+            f"address(es) {list(addresses)}; set spark.driver.resource.gpu.amount (and "
+            f"spark.driver.resource.gpu.discoveryScript) when creating the SparkSession, or use "
+            f"num_gpus_head_node<={len(addresses)}."
+        )
+    return addresses[:num_gpus_head_node]
+
+
 def hosts_summary(infos: Sequence[dict], driver_host: str, head_reserved: int) -> dict:
     """Group the barrier tasks' self-descriptions by host into :class:`HostView` objects."""
     by_host: dict = {}

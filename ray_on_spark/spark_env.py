@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Optional
+from typing import List, Optional
 
 from ray_on_spark.resources import executor_footprint_bytes, parse_memory
 
@@ -78,6 +78,12 @@ def driver_host(sc) -> str:
     """The driver's address as executors see it (where the Ray head will listen)."""
     host = conf_get(sc, "spark.driver.host") or socket.gethostname()
     return socket.gethostbyname(host)
+
+
+def driver_gpu_addresses(sc) -> List[str]:
+    """GPU addresses Spark assigned to the driver (spark.driver.resource.gpu.*), in order."""
+    info = (sc.resources or {}).get("gpu")
+    return list(info.addresses) if info is not None else []
 
 
 def dynamic_allocation(sc) -> bool:

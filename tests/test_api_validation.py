@@ -23,7 +23,7 @@ CASES = [
     (dict(max_worker_nodes=2, autoscale_idle_timeout_minutes=5), "autoscale_idle_timeout_minutes=5"),
     (dict(max_worker_nodes=2, num_cpus_worker_node=0), "num_cpus_worker_node=0"),
     (dict(max_worker_nodes=2, num_gpus_worker_node=-1), "num_gpus_worker_node=-1"),
-    (dict(max_worker_nodes=2, num_gpus_head_node=1), "num_gpus_head_node=1"),
+    (dict(max_worker_nodes=2, num_gpus_head_node=-1), "num_gpus_head_node=-1"),
     (dict(max_worker_nodes=2, memory_worker_node="lots"), "memory_worker_node='lots'"),
     (dict(max_worker_nodes=2, memory_worker_node=10**15), "memory_worker_node=1000000000000000"),
     (dict(max_worker_nodes=2, collect_log_to_path="/proc/no"), "collect_log_to_path='/proc/no' is not writable"),
