@@ -3,6 +3,7 @@
 ``ls ray_on_spark/`` draws the system:
 
 * ``api``          -- setup_ray_cluster / shutdown_ray_cluster / ray_cluster / active_cluster (validation)
+* ``global_cluster`` -- setup_global_ray_cluster's lock, published address/token, blocking wait
 * ``cluster``      -- RayClusterOnSpark, the owner of one cluster's processes and barrier job
 * ``worker_task``  -- the barrier Spark task body that runs one Ray worker node
 * ``supervisor``   -- the per-node process that owns a Ray node's process tree
@@ -26,6 +27,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "setup_ray_cluster": "ray_on_spark.api",
     "shutdown_ray_cluster": "ray_on_spark.api",
+    "setup_global_ray_cluster": "ray_on_spark.api",
+    "connect_global_cluster": "ray_on_spark.global_cluster",
     "ray_cluster": "ray_on_spark.api",
     "active_cluster": "ray_on_spark.api",
     "MAX_NUM_WORKER_NODES": "ray_on_spark.api",
@@ -55,9 +58,11 @@ if TYPE_CHECKING:  # pragma: no cover
         MAX_NUM_WORKER_NODES,
         active_cluster,
         ray_cluster,
+        setup_global_ray_cluster,
         setup_ray_cluster,
         shutdown_ray_cluster,
     )
+    from ray_on_spark.global_cluster import connect_global_cluster  # noqa: F401
     from ray_on_spark.cluster import RayClusterOnSpark, RayOnSparkError  # noqa: F401
     from ray_on_spark.dataset import from_spark, to_spark  # noqa: F401
     from ray_on_spark.spark_on_ray import SparkOnRay, active_spark, init_spark, stop_spark  # noqa: F401

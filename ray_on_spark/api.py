@@ -18,7 +18,7 @@ import time
 import warnings
 from typing import Dict, Iterator, Optional, Tuple
 
-from ray_on_spark import gcs, spark_env
+from ray_on_spark import gcs, global_cluster, spark_env
 from ray_on_spark.cluster import (
     ClusterPlan,
     HeadPlan,
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 MAX_NUM_WORKER_NODES = -1
 
 _ACTIVE: Optional[RayClusterOnSpark] = None
+#: (lock, state dir) while the active cluster is this process's global cluster.
+_GLOBAL_LOCK: Optional[Tuple["global_cluster.GlobalLock", str]] = None
 _ACTIVE_LOCK = threading.RLock()
 
 _DEPRECATED = {
@@ -196,6 +198,7 @@ def _plan(
     autoscale_upscaling_speed=1.0,
     autoscale_idle_timeout_minutes=1.0,
     start_timeout: float = 120.0,
+    is_global: bool = False,
     **kwargs,
 ):
     """Validate everything and decide every number; start nothing."""
@@ -278,6 +281,11 @@ def _plan(
         raise RayOnSparkError(
             f"Spark master {sc.master!r} is not supported; use Spark standalone (spark://...), local-cluster[...] or local[N]."
         )
+    if is_global:  # Ray's global-mode defaults: the head uses the driver host's CPUs and the driver's GPUs
+        if num_cpus_head_node is None:
+            num_cpus_head_node = os.cpu_count() or 1
+        if num_gpus_head_node is None:
+            num_gpus_head_node = len(spark_env.driver_gpu_addresses(sc))
     try:
         head_gpus = head_gpu_addresses(spark_env.driver_gpu_addresses(sc), num_gpus_head_node)
     except InsufficientResourcesError as e:
@@ -398,15 +406,84 @@ def _registration_wait(sc) -> float:
     return max(0.0, seconds - elapsed)
 
 
+def setup_global_ray_cluster(
+    *,
+    max_worker_nodes: int,
+    is_blocking: bool = True,
+    min_worker_nodes: Optional[int] = None,
+    num_cpus_worker_node: Optional[int] = None,
+    num_cpus_head_node: Optional[int] = None,
+    num_gpus_worker_node: Optional[int] = None,
+    num_gpus_head_node: Optional[int] = None,
+    memory_worker_node: Optional[int] = None,
+    memory_head_node: Optional[int] = None,
+    object_store_memory_worker_node: Optional[int] = None,
+    object_store_memory_head_node: Optional[int] = None,
+    head_node_options: Optional[Dict] = None,
+    worker_node_options: Optional[Dict] = None,
+    strict_mode: bool = False,
+    collect_log_to_path: Optional[str] = None,
+    autoscale_upscaling_speed: Optional[float] = 1.0,
+    autoscale_idle_timeout_minutes: Optional[float] = 1.0,
+) -> Optional[str]:
+    """A cluster shared by many drivers (Ray 2.60's arguments; see :mod:`ray_on_spark.global_cluster`).
+
+    Only one runs per user and host (a file lock, checked before anything starts).
+    ``is_blocking=True`` serves until Ctrl-C or SIGTERM and then shuts the cluster down;
+    ``is_blocking=False`` returns the address and leaves it to ``shutdown_ray_cluster()``.
+    The head gets the driver host's CPUs and the driver's Spark GPUs unless told otherwise.
+    """
+    global _GLOBAL_LOCK
+    if not isinstance(is_blocking, bool):
+        raise ValueError(f"is_blocking={is_blocking!r} must be True or False.")
+    directory = global_cluster.state_dir()
+    lock = global_cluster.GlobalLock(directory)
+    lock.acquire()
+    try:
+        cluster = _setup(
+            max_worker_nodes=max_worker_nodes, min_worker_nodes=min_worker_nodes,
+            num_cpus_worker_node=num_cpus_worker_node, num_cpus_head_node=num_cpus_head_node,
+            num_gpus_worker_node=num_gpus_worker_node, num_gpus_head_node=num_gpus_head_node,
+            memory_worker_node=memory_worker_node, memory_head_node=memory_head_node,
+            object_store_memory_worker_node=object_store_memory_worker_node,
+            object_store_memory_head_node=object_store_memory_head_node,
+            head_node_options=head_node_options, worker_node_options=worker_node_options,
+            strict_mode=strict_mode, collect_log_to_path=collect_log_to_path,
+            autoscale_upscaling_speed=autoscale_upscaling_speed,
+            autoscale_idle_timeout_minutes=autoscale_idle_timeout_minutes,
+            is_global=True,
+        )
+        global_cluster.publish(directory, cluster)
+    except BaseException:
+        global_cluster.unpublish(directory)
+        lock.release()
+        raise
+    _GLOBAL_LOCK = (lock, directory)
+    if not is_blocking:
+        return cluster.address
+    try:
+        global_cluster.block_until_stopped(cluster)
+    finally:
+        shutdown_ray_cluster()
+    return None
+
+
 def shutdown_ray_cluster() -> None:
     """Shut down the active Ray cluster on Spark (no-op when there is none)."""
-    global _ACTIVE
+    global _ACTIVE, _GLOBAL_LOCK
     with _ACTIVE_LOCK:
         cluster, _ACTIVE = _ACTIVE, None
-    if cluster is not None:
-        if "ray_on_spark.dataset" in sys.modules:  # converted data goes with the cluster
-            sys.modules["ray_on_spark.dataset"].release_holders()
-        cluster.shutdown()
+        owned, _GLOBAL_LOCK = _GLOBAL_LOCK, None
+    try:
+        if cluster is not None:
+            if "ray_on_spark.dataset" in sys.modules:  # converted data goes with the cluster
+                sys.modules["ray_on_spark.dataset"].release_holders()
+            cluster.shutdown()
+    finally:
+        if owned is not None:  # a global cluster: other drivers must no longer find it
+            lock, directory = owned
+            global_cluster.unpublish(directory)
+            lock.release()
 
 
 def active_cluster() -> Optional[RayClusterOnSpark]:

@@ -91,3 +91,76 @@ def test_killing_the_driver_takes_every_ray_process_with_it(standalone):
     finally:
         if driver.poll() is None:
             driver.kill()
+
+
+GLOBAL_OWNER = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+from ray_on_spark.local_standalone import session_builder
+import ray_on_spark
+from ray_on_spark.spark_env import wait_for_slots
+spark = session_builder(sys.argv[1], "ray_on_spark-global").getOrCreate()
+wait_for_slots(spark.sparkContext, 2, None, 60)
+ray_on_spark.setup_global_ray_cluster(max_worker_nodes=2, num_cpus_head_node=0)  # blocks until SIGTERM
+print("RETURNED", flush=True)
+"""
+
+GLOBAL_CLIENT = """
+import json, ray, ray_on_spark
+from ray_on_spark.cluster import RayOnSparkError
+try:
+    ray_on_spark.setup_global_ray_cluster(max_worker_nodes=1)
+    second = "started"
+except RayOnSparkError as e:
+    second = str(e)
+ray_on_spark.connect_global_cluster()
+@ray.remote(num_cpus=1)
+def where():
+    return ray.get_runtime_context().get_node_id()
+nodes = set(ray.get([where.remote() for _ in range(8)]))
+print("CLIENT " + json.dumps({"second": second, "worker_nodes": len([n for n in ray.nodes() if n["Alive"]]) - 1,
+                              "task_nodes": len(nodes)}), flush=True)
+"""
+
+
+def test_global_cluster_serves_other_drivers_and_stops_on_sigterm(standalone, tmp_path):
+    """setup_global_ray_cluster blocks; other drivers connect through the private state dir; SIGTERM ends it."""
+    import signal
+    import stat
+    import time
+
+    before = ray_processes()
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, XDG_RUNTIME_DIR=str(tmp_path))
+    env.pop("RAY_ADDRESS", None)
+    state = tmp_path / "ray_on_spark"
+    owner = subprocess.Popen([sys.executable, "-c", GLOBAL_OWNER, standalone.master_url], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (state / "global-cluster.json").exists():  # published once the cluster is up
+            assert owner.poll() is None, owner.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "the global cluster did not come up in 120 s"
+            time.sleep(0.2)
+        for name in ("global-cluster.json", "global-cluster.token"):
+            assert stat.S_IMODE(os.stat(state / name).st_mode) == 0o600, name
+        assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+        for _ in range(2):  # two drivers, one after the other, use the same cluster
+            client = subprocess.run([sys.executable, "-c", GLOBAL_CLIENT], env=env, capture_output=True, text=True,
+                                    timeout=120)
+            assert client.returncode == 0, client.stderr[-3000:]
+            got = json.loads([x for x in client.stdout.splitlines() if x.startswith("CLIENT ")][-1][7:])
+            assert "already running" in got["second"], got  # a second global cluster is refused
+            assert got["worker_nodes"] == 2 and got["task_nodes"] >= 1, got
+        assert owner.poll() is None  # still serving
+        t0 = time.monotonic()
+        owner.send_signal(signal.SIGTERM)
+        out, err = owner.communicate(timeout=60)
+        assert owner.returncode == 0, err[-3000:]
+        assert "RETURNED" in out
+        left = wait_no_new_ray_processes(before, timeout=15)
+        assert not left, sorted(left)
+        print(f"global cluster stopped {time.monotonic() - t0:.1f}s after SIGTERM")
+        assert not (state / "global-cluster.json").exists() and not (state / "global-cluster.token").exists()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
