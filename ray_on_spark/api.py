@@ -63,6 +63,17 @@ def _int_arg(name: str, value: object, minimum: int, example: int, allow_none: b
     return value
 
 
+def _positive_number(name: str, value: object, default: float, zero_ok: bool) -> float:
+    """autoscale_*: None means Ray's default; otherwise a finite number > 0 (or >= 0)."""
+    if value is None:
+        return default
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and value != float("inf")
+    if not ok or value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ValueError(f"{name}={value!r} must be a number {bound}, e.g. {name}={default}.")
+    return float(value)
+
+
 def _memory_arg(name: str, value: object) -> Optional[int]:
     if value is None:
         return None
@@ -222,19 +233,15 @@ def _plan(
     if max_worker_nodes != MAX_NUM_WORKER_NODES:
         _int_arg("max_worker_nodes", max_worker_nodes, 1, 2, allow_none=False)
     if min_worker_nodes is not None:
-        _int_arg("min_worker_nodes", min_worker_nodes, 0, max_worker_nodes if max_worker_nodes > 0 else 1)
-        if min_worker_nodes != max_worker_nodes:
+        _int_arg("min_worker_nodes", min_worker_nodes, 0, 0)
+        if max_worker_nodes != MAX_NUM_WORKER_NODES and min_worker_nodes > max_worker_nodes:
             raise ValueError(
-                f"min_worker_nodes={min_worker_nodes} with max_worker_nodes={max_worker_nodes} asks for autoscaling, "
-                "which ray_on_spark does not support yet; pass min_worker_nodes=None (or equal to max_worker_nodes)."
+                f"min_worker_nodes={min_worker_nodes} is more than max_worker_nodes={max_worker_nodes}; use "
+                f"min_worker_nodes<={max_worker_nodes} (smaller autoscales between the two) or None (no autoscaling)."
             )
-    for name, value in (("autoscale_upscaling_speed", autoscale_upscaling_speed),
-                        ("autoscale_idle_timeout_minutes", autoscale_idle_timeout_minutes)):
-        if value not in (None, 1.0):
-            raise ValueError(
-                f"{name}={value!r} only applies to autoscaling, which ray_on_spark does not support yet; "
-                f"leave {name} at its default (1.0)."
-            )
+    autoscale_upscaling_speed = _positive_number("autoscale_upscaling_speed", autoscale_upscaling_speed, 1.0, zero_ok=False)
+    autoscale_idle_timeout_minutes = _positive_number(
+        "autoscale_idle_timeout_minutes", autoscale_idle_timeout_minutes, 1.0, zero_ok=True)
     num_cpus_worker_node = _int_arg("num_cpus_worker_node", num_cpus_worker_node, 1, 1)
     num_gpus_worker_node = _int_arg("num_gpus_worker_node", num_gpus_worker_node, 0, 0)
     num_cpus_head_node = _int_arg("num_cpus_head_node", num_cpus_head_node, 0, 0)
@@ -329,10 +336,17 @@ def _plan(
             f"(about {cores} core(s) per executor); use num_cpus_worker_node<={max(cores, 1)} or bigger executors."
         )
     elif max_worker_nodes > slots:
+        why = ("so the autoscaler could never reach the maximum" if min_worker_nodes is not None
+               and min_worker_nodes < max_worker_nodes else "and the barrier job needs them all together")
         raise ValueError(
             f"max_worker_nodes={max_worker_nodes} but the Spark application can run only {slots} task(s) of "
-            f"{cpus} CPU(s) at once, and the barrier job needs them all together; use max_worker_nodes<={slots}, "
+            f"{cpus} CPU(s) at once, {why}; use max_worker_nodes<={slots}, "
             "a smaller num_cpus_worker_node, or more executors."
+        )
+    if min_worker_nodes is not None and min_worker_nodes > max_worker_nodes:  # max was MAX_NUM_WORKER_NODES
+        raise ValueError(
+            f"min_worker_nodes={min_worker_nodes} is more than the {max_worker_nodes} task slot(s) of this Spark "
+            f"application; use min_worker_nodes<={max_worker_nodes}."
         )
 
     # ---- numbers
@@ -394,6 +408,9 @@ def _plan(
         worker=worker,
         temp_dir=temp_dir,
         start_timeout=start_timeout,
+        min_worker_nodes=min_worker_nodes,
+        upscaling_speed=autoscale_upscaling_speed,
+        idle_timeout_minutes=autoscale_idle_timeout_minutes,
     )
     return spark, plan
 

@@ -25,16 +25,20 @@ from typing import Dict, List, Optional, Tuple
 from ray_on_spark import gcs, procs, spark_env
 from ray_on_spark.options import labels_arg, to_cli_args
 from ray_on_spark.ports import free_ports
-from ray_on_spark.resources import MemoryShare
+from ray_on_spark.resources import MemoryShare, hosts_summary
 from ray_on_spark.worker_task import (
     LABEL_CLUSTER,
     LABEL_CTIME,
     LABEL_PARTITION,
     LABEL_PID,
     WorkerPlan,
+    describe_hosts_task,
     log_collection_args,
+    merged_resources_option,
+    run_autoscaled_node,
     run_worker_node,
 )
+from ray_on_spark.autoscale import NODE_ID_RESOURCE, NodeLauncher, autoscaled_share, autoscaler_config
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +76,22 @@ class ClusterPlan:
     worker: WorkerPlan
     temp_dir: str
     start_timeout: float = 120.0
+    #: Autoscaling when set and below num_worker_nodes (then num_worker_nodes is the maximum).
+    min_worker_nodes: Optional[int] = None
+    upscaling_speed: float = 1.0
+    idle_timeout_minutes: float = 1.0
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.min_worker_nodes is not None and self.min_worker_nodes < self.num_worker_nodes
+
+    @property
+    def nodes_at_start(self) -> int:
+        """Worker nodes setup waits for: all of them, or the minimum when autoscaling."""
+        return self.min_worker_nodes if self.autoscaling else self.num_worker_nodes  # type: ignore[return-value]
 
 
-def _ray_start_head_command(plan: ClusterPlan) -> List[str]:
+def _ray_start_head_command(plan: ClusterPlan, autoscaling_config: Optional[str] = None) -> List[str]:
     h = plan.head
     cmd = [
         sys.executable, "-m", "ray.scripts.scripts", "start",
@@ -97,7 +114,12 @@ def _ray_start_head_command(plan: ClusterPlan) -> List[str]:
         cmd.append("--include-dashboard=false")
     else:
         cmd += [f"--dashboard-host={h.dashboard_host}", f"--dashboard-port={h.dashboard_port}"]
-    return cmd + to_cli_args(h.options)
+    options: Dict[str, object] = dict(h.options)
+    if autoscaling_config is not None:
+        # Ray's monitor runs the autoscaler with our node provider; the head is provider node 0.
+        cmd.append(f"--autoscaling-config={autoscaling_config}")
+        options = merged_resources_option(options, {NODE_ID_RESOURCE: 0})
+    return cmd + to_cli_args(options)
 
 
 def new_cluster_id() -> str:
@@ -149,6 +171,10 @@ class RayClusterOnSpark:
         self._stop_monitor = threading.Event()
         self._monitor_thread: Optional[threading.Thread] = None
         self._dead_nodes: Dict[str, gcs.NodeView] = {}
+        self._launcher: Optional[NodeLauncher] = None
+        self._autoscaling_config: Optional[str] = None
+        #: The one shape of every autoscaled worker node (decided before the head starts).
+        self.worker_share: Optional[MemoryShare] = None
 
     # ----------------------------------------------------------------- start
     def start(self) -> "RayClusterOnSpark":
@@ -158,8 +184,11 @@ class RayClusterOnSpark:
                 raise RayOnSparkError(f"cluster {self.cluster_id} was already started")
             self._state = "starting"
         try:
+            if self.plan.autoscaling:
+                self._start_launcher()
             self._start_head()
-            self._start_job()
+            if not self.plan.autoscaling:
+                self._start_job()
             self._wait_ready()
         except BaseException:
             self.shutdown()
@@ -172,10 +201,72 @@ class RayClusterOnSpark:
         self._monitor_thread.start()
         self.setup_seconds = time.monotonic() - t0
         logger.info(
-            "Ray cluster %s on Spark is up in %.1fs: head %s, %d worker node(s), dashboard %s",
-            self.cluster_id, self.setup_seconds, self.address, self.plan.num_worker_nodes, self.dashboard_url,
+            "Ray cluster %s on Spark is up in %.1fs: head %s, %d worker node(s)%s, dashboard %s",
+            self.cluster_id, self.setup_seconds, self.address, self.plan.nodes_at_start,
+            f" (autoscaling up to {self.plan.num_worker_nodes})" if self.plan.autoscaling else "", self.dashboard_url,
         )
         return self
+
+    def _start_launcher(self) -> None:
+        """Autoscaling: size the nodes, start the driver's node launcher, write Ray's autoscaler config.
+
+        The size comes from a short barrier probe with one task per Spark slot (the same
+        host facts the barrier job gathers), so a node fits whichever host it lands on.
+        """
+        sc = self.spark.sparkContext
+        plan = self.plan
+        worker_plan = plan.worker
+        profile = (spark_env.task_resource_profile(plan.num_cpus_worker_node or 1, plan.num_gpus_worker_node)
+                   if plan.use_task_profile else None)
+        slots = max(1, spark_env.max_concurrent_tasks(sc, profile))
+
+        def probe(rows):
+            return describe_hosts_task(worker_plan, rows)
+
+        rdd = sc.parallelize(range(slots), slots).barrier().mapPartitions(probe)
+        if profile is not None:
+            rdd = rdd.withResources(profile)
+        infos = [json.loads(x) for x in rdd.collect()]
+        hosts = hosts_summary(infos, worker_plan.driver_host, worker_plan.driver_host_reserved)
+        share = autoscaled_share(hosts, plan.num_worker_nodes, worker_plan.executor_footprint,
+                                 worker_plan.requested_heap, worker_plan.requested_object_store)
+        self.worker_share = share
+
+        def task(rows):
+            return run_autoscaled_node(worker_plan, share, rows)
+
+        def submit(node_id: str, group: str) -> List[str]:
+            sc.setJobGroup(group, f"Ray worker node {node_id} of ray_on_spark cluster {self.cluster_id} (autoscaled)", True)
+            node_rdd = sc.parallelize([node_id], 1).mapPartitions(task)
+            if profile is not None:
+                node_rdd = node_rdd.withResources(profile)
+            return node_rdd.collect()
+
+        self._launcher = NodeLauncher(
+            self.cluster_id, self.temp_dir, submit,
+            cancel=sc.cancelJobGroup,
+            is_task_running=lambda group: spark_env.job_has_active_tasks(sc, group),
+        )
+        h = plan.head
+        config = autoscaler_config(
+            cluster_id=self.cluster_id,
+            head_resources={"CPU": h.num_cpus, "GPU": h.num_gpus, "memory": h.memory.heap_bytes,
+                            "object_store_memory": h.memory.object_store_bytes, NODE_ID_RESOURCE: 0},
+            worker_resources={"CPU": plan.num_cpus_worker_node or spark_env.task_cpus(sc),
+                              "GPU": plan.num_gpus_worker_node, "memory": share.heap_bytes,
+                              "object_store_memory": share.object_store_bytes},
+            min_workers=plan.min_worker_nodes or 0,
+            max_workers=plan.num_worker_nodes,
+            upscaling_speed=plan.upscaling_speed,
+            idle_timeout_minutes=plan.idle_timeout_minutes,
+            launcher_url=self._launcher.url,
+            secret_path=self._launcher.secret_path,
+        )
+        self._autoscaling_config = os.path.join(self.temp_dir, "autoscaler.json")
+        with open(self._autoscaling_config, "w") as f:
+            json.dump(config, f)
+        logger.info("autoscaling %d..%d worker nodes of %s heap + %s object store each",
+                    plan.min_worker_nodes, plan.num_worker_nodes, share.heap_bytes, share.object_store_bytes)
 
     def _start_head(self) -> None:
         env = dict(os.environ)
@@ -187,6 +278,12 @@ class RayClusterOnSpark:
         env.setdefault("RAY_health_check_timeout_ms", "1000")
         env.setdefault("RAY_health_check_failure_threshold", "4")
         env.pop("RAY_ADDRESS", None)
+        if self._autoscaling_config:
+            env["RAY_enable_autoscaler_v2"] = "0"  # v1's StandardAutoscaler drives our node provider
+            env.setdefault("AUTOSCALER_UPDATE_INTERVAL_S", "1")
+            # the monitor imports our provider: make this very package importable there
+            pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
         # The head sees exactly the driver GPUs it was given (none by default), like the workers.
         env["CUDA_VISIBLE_DEVICES"] = ",".join(self.plan.head.gpu_addresses)
         if self.plan.worker.auth_token:
@@ -204,7 +301,7 @@ class RayClusterOnSpark:
             "--cleanup-dir", self.temp_dir,
             *log_collection_args(self.plan.worker.collect_log_dir, f"ray-head-{self.plan.worker.cluster_id}"),
             "--",
-        ] + _ray_start_head_command(self.plan)
+        ] + _ray_start_head_command(self.plan, self._autoscaling_config)
         logger.debug("starting Ray head: %s", " ".join(cmd))
         # Own session: a Ctrl-C in the driver's terminal must not kill the head behind
         # our back; we stop it ourselves (and the supervisor follows the driver's death).
@@ -267,7 +364,7 @@ class RayClusterOnSpark:
         return out.strip() or f"(see {self.head_log})"
 
     def _wait_ready(self) -> None:
-        n = self.plan.num_worker_nodes
+        n = self.plan.nodes_at_start
         with _auth_env(self.plan.worker.auth_token):
             self._client = gcs.wait_until(
                 lambda: self._probe_client(),
@@ -335,6 +432,8 @@ class RayClusterOnSpark:
                     "the cluster is degraded until then.",
                     v.node_id[:12], v.labels.get(LABEL_PARTITION), v.address, v.death_reason or "no reason given",
                 )
+            if self.plan.autoscaling:
+                continue  # nodes come and go with their one-task jobs; the autoscaler watches them
             if not job_reported and self._job_thread is not None and not self._job_thread.is_alive():
                 job_reported = True
                 logger.error("The Ray cluster %s lost its Spark job: %s", self.cluster_id, self._job_failure_text())
@@ -344,9 +443,9 @@ class RayClusterOnSpark:
         alive = len(self.worker_nodes()) if self._state == "running" else 0
         return {
             "state": self._state,
-            "expected_worker_nodes": self.plan.num_worker_nodes,
+            "expected_worker_nodes": self.plan.nodes_at_start,
             "alive_worker_nodes": alive,
-            "degraded": self._state == "running" and alive < self.plan.num_worker_nodes,
+            "degraded": self._state == "running" and alive < self.plan.nodes_at_start,
             "dead_worker_nodes": [
                 {"node_id": v.node_id, "partition": v.labels.get(LABEL_PARTITION), "reason": v.death_reason}
                 for v in self._dead_nodes.values()
@@ -380,7 +479,7 @@ class RayClusterOnSpark:
                 part = v.labels.get(LABEL_PARTITION, "")
                 if part not in newest or v.start_time_ms > newest[part].start_time_ms:
                     newest[part] = v
-            return sorted(newest.values(), key=lambda v: int(v.labels.get(LABEL_PARTITION, "0") or 0))
+            return sorted(newest.values(), key=lambda v: _partition_order(v.labels.get(LABEL_PARTITION, "")))
 
     @property
     def state(self) -> str:
@@ -420,21 +519,29 @@ class RayClusterOnSpark:
             if self._head.poll() is None:
                 self._head.terminate()  # the supervisor stops the whole head tree
         sc = self.spark.sparkContext
-        if self._job_thread is not None:
-            self._job_thread.join(max(0.0, min(graceful, deadline - time.monotonic())))
-        if self._job_thread is None or self._job_thread.is_alive():
-            try:
-                sc.cancelJobGroup(self.job_group)
-            except Exception as e:  # SparkContext already stopped: its tasks are gone too
-                logger.debug("cancelJobGroup failed: %s", e)
+        threads = [t for t in [self._job_thread] if t is not None]
+        groups = [self.job_group] if self._job_thread is not None else []
+        if self._launcher is not None:  # autoscaled nodes: one job each; no new ones from now on
+            self._launcher.close()
+            threads += self._launcher.threads()
+            groups += self._launcher.groups()
+        grace_end = time.monotonic() + max(0.0, min(graceful, deadline - time.monotonic()))
+        for t in threads:
+            t.join(max(0.0, grace_end - time.monotonic()))
+        if not threads or any(t.is_alive() for t in threads):
+            for group in groups:
+                try:
+                    sc.cancelJobGroup(group)
+                except Exception as e:  # SparkContext already stopped: its tasks are gone too
+                    logger.debug("cancelJobGroup failed: %s", e)
         left = procs.wait_gone(self._head_records + self._worker_records, max(0.0, deadline - time.monotonic()))
         if left:
             logger.warning("killing %d Ray process(es) that outlived shutdown: %s", len(left), [r.pid for r in left])
             procs.terminate(left, grace=1.0)
-        if self._job_thread is not None:
-            self._job_thread.join(max(0.0, deadline - time.monotonic()))
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
         try:
-            while spark_env.job_has_active_tasks(sc, self.job_group) and time.monotonic() < deadline:
+            while any(spark_env.job_has_active_tasks(sc, g) for g in groups) and time.monotonic() < deadline:
                 time.sleep(0.05)
         except Exception:  # SparkContext stopped
             pass
@@ -465,6 +572,12 @@ class RayClusterOnSpark:
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
+
+
+def _partition_order(label: str):
+    """Barrier nodes are labelled 0, 1, ...; autoscaled ones n1, n2, ... (after them)."""
+    digits = label.lstrip("n")
+    return (label.startswith("n"), int(digits) if digits.isdigit() else 0)
 
 
 def _short_spark_error(text: str) -> str:

@@ -128,8 +128,21 @@ def describe_host(plan: WorkerPlan, partition: int) -> dict:
     }
 
 
+def merged_resources_option(options: Dict[str, object], extra: Optional[Dict[str, float]]) -> Dict[str, object]:
+    """``options`` with ``extra`` custom resources added to its ``resources`` (a dict or a JSON string)."""
+    if not extra:
+        return dict(options)
+    merged = dict(options)
+    given = merged.get("resources") or {}
+    if isinstance(given, str):
+        given = json.loads(given)
+    merged["resources"] = {**dict(given), **extra}
+    return merged
+
+
 def ray_start_command(
-    plan: WorkerPlan, num_cpus: int, gpus: List[str], share: resources.MemoryShare, temp_dir: str, labels: Dict[str, str]
+    plan: WorkerPlan, num_cpus: int, gpus: List[str], share: resources.MemoryShare, temp_dir: str, labels: Dict[str, str],
+    extra_resources: Optional[Dict[str, float]] = None,
 ) -> List[str]:
     return [
         sys.executable,
@@ -149,7 +162,7 @@ def ray_start_command(
         "--dashboard-agent-listen-port=0",
         "--disable-usage-stats",
         f"--labels={labels_arg(labels)}",
-        *to_cli_args(plan.worker_options),
+        *to_cli_args(merged_resources_option(plan.worker_options, extra_resources)),
     ]
 
 
@@ -240,7 +253,8 @@ def log_collection_args(collect_dir: Optional[str], name: str) -> List[str]:
 
 
 def launch_node(
-    plan: WorkerPlan, partition: int, num_cpus: int, gpus: List[str], share: resources.MemoryShare
+    plan: WorkerPlan, partition: object, num_cpus: int, gpus: List[str], share: resources.MemoryShare,
+    extra_resources: Optional[Dict[str, float]] = None,
 ) -> NodeProcess:
     """Start one supervised ``ray start --block`` for this task (a fresh private temp dir each time)."""
     temp_dir = tempfile.mkdtemp(prefix=f"ros-{plan.cluster_id}-w{partition}-", dir=plan.temp_root)
@@ -264,7 +278,7 @@ def launch_node(
         LABEL_CTIME: "{supervisor_ctime}",
     }
     # Ray makes its temp dir world-writable; keeping it inside our 0700 dir keeps it private.
-    cmd = sup_cmd + ray_start_command(plan, num_cpus, gpus, share, os.path.join(temp_dir, "r"), labels)
+    cmd = sup_cmd + ray_start_command(plan, num_cpus, gpus, share, os.path.join(temp_dir, "r"), labels, extra_resources)
     return NodeProcess(cmd, node_env(plan, gpus, temp_dir))
 
 
@@ -331,3 +345,41 @@ def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
         if restart_error:
             node.stop()
             raise RuntimeError(f"{where} died and could not be restarted: {restart_error}")
+
+
+def describe_hosts_task(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
+    """Barrier probe for autoscaling: one description per task slot, so the driver can size nodes."""
+    from pyspark import BarrierTaskContext
+
+    yield json.dumps(describe_host(plan, BarrierTaskContext.get().partitionId()))
+
+
+def run_autoscaled_node(plan: WorkerPlan, share: resources.MemoryShare, rows: Iterator) -> Iterator[str]:
+    """Body of an autoscaled node's one-task Spark job: run node ``id`` until it is told to stop.
+
+    No barrier, no restarts: if the node dies the task *returns*, the job ends, and Ray's
+    autoscaler (which sees the node gone) launches a new one if there is still demand.
+    Raising instead would make Spark retry the task behind the autoscaler's back.
+    """
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    node_id = str(next(iter(rows)))
+    where = f"autoscaled Ray worker node {node_id} on {host_ip_towards(plan.head_host)}"
+    try:
+        task_gpus = ctx.resources().get("gpu")
+        gpus = list(resources.gpu_addresses_for_node(task_gpus.addresses if task_gpus else [], plan.num_gpus))
+        num_cpus = int(ctx.cpus())
+        if plan.strict_mode:
+            resources.check_strict(num_cpus, share)
+        node = launch_node(plan, f"n{node_id}", num_cpus, gpus, share, {"NODE_ID_AS_RESOURCE": float(node_id)})
+    except Exception as e:
+        yield json.dumps({"node_id": node_id, "status": "failed", "error": f"{where} could not be planned: {e}"})
+        return
+    error = node.wait_ready(plan.start_timeout + 10)
+    if error:
+        node.stop()
+        yield json.dumps({"node_id": node_id, "status": "failed", "error": f"{where} failed to start: {error}"})
+        return
+    rc = node.proc.wait()
+    yield json.dumps({"node_id": node_id, "status": "stopped", "code": rc, "reason": node.rest()[-2000:]})
