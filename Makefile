@@ -22,7 +22,7 @@ test: setup
 	$(PY) -m pytest tests -v --durations=15
 
 unit: setup
-	$(PY) -m pytest tests/test_resources.py tests/test_options.py tests/test_ports.py tests/test_supervisor.py -q
+	$(PY) -m pytest tests/test_resources.py tests/test_options.py tests/test_ports.py tests/test_supervisor.py tests/test_autoscale_unit.py -q
 
 bench: setup
 	$(PY) benchmarks/startup.py

@@ -105,13 +105,19 @@ def _check_log_dir(path: Optional[str]) -> Optional[str]:
                          "reach, e.g. a shared mount such as '/dbfs/ray_logs'")
 
 
+#: Ray's deepest unix socket below ray_temp_root_dir on a worker node:
+#: /ros-<8>-w<partition, 3>-<8>/r/session_<date>_<time>_<usec>_<pid, 7>/sockets/plasma_store
+#: is 93 bytes, and a socket path may have at most 107.
+MAX_TEMP_ROOT_CHARS = 107 - 93
+
+
 def _check_temp_root(path: Optional[str]) -> Optional[str]:
-    if isinstance(path, str) and path and len(os.path.abspath(path)) > 32:
-        # Ray puts unix sockets under it; their paths are limited to 107 bytes.
+    if isinstance(path, str) and path and len(os.path.abspath(path)) > MAX_TEMP_ROOT_CHARS:
         path = os.path.abspath(path)
         raise ValueError(
             f"ray_temp_root_dir={path!r} is {len(path)} characters; Ray's socket paths under it would exceed "
-            "the 107-byte limit. Use a shorter path, e.g. ray_temp_root_dir='/tmp'."
+            f"the 107-byte limit of unix sockets. Use a path of at most {MAX_TEMP_ROOT_CHARS} characters, "
+            "e.g. ray_temp_root_dir='/tmp' or '/local_disk0'."
         )
     return _writable_dir("ray_temp_root_dir", path, "pass a writable directory, e.g. ray_temp_root_dir='/tmp'")
 

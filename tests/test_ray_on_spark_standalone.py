@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import time
 
 import pytest
 import ray
@@ -301,3 +303,40 @@ def test_collect_log_to_path_gets_every_nodes_logs_after_shutdown(spark, no_ray_
         names = [f.name for f in (logs / w).iterdir()]
         assert any(n.startswith("raylet") for n in names), names
         assert "ray-start.log" in names
+
+
+def test_head_and_worker_options_reach_ray_start_and_temp_root_is_used(spark, no_ray_left):
+    import tempfile
+
+    import ray
+
+    from ray_on_spark.resources import MIB
+
+    root = tempfile.mkdtemp(prefix="r", dir="/tmp")  # 14 characters: Ray's socket paths live below it
+    try:
+        with ray_on_spark.ray_cluster(
+            max_worker_nodes=2, num_cpus_head_node=1, memory_head_node=512 * MIB,
+            object_store_memory_head_node=100 * MIB, head_node_options={"resources": '{"head_marker": 2}'},
+            worker_node_options={"resources": {"worker_marker": 1}}, ray_temp_root_dir=root,
+        ) as cluster:
+            assert [n for n in os.listdir(root) if n.startswith(f"ros-{cluster.cluster_id}-")]  # head's and nodes' dirs
+            ray.init()
+            nodes = [n for n in ray.nodes() if n["Alive"]]
+            head = [n["Resources"] for n in nodes if "node:__internal_head__" in n["Resources"]][0]
+            workers = [n["Resources"] for n in nodes if "node:__internal_head__" not in n["Resources"]]
+            ray.shutdown()
+        assert head["CPU"] == 1 and head["memory"] == 512 * MIB and head["head_marker"] == 2
+        assert abs(head["object_store_memory"] - 100 * MIB) < MIB
+        assert len(workers) == 2 and all(w["worker_marker"] == 1 and w["CPU"] == 1 for w in workers), workers
+        assert os.listdir(root) == []  # every temp dir removed at shutdown
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_strict_mode_refuses_nodes_below_ray_recommendation_and_leaves_nothing(spark, no_ray_left):
+    t0 = time.monotonic()
+    with pytest.raises(ray_on_spark.RayOnSparkError, match="strict_mode=True") as err:
+        ray_on_spark.setup_ray_cluster(max_worker_nodes=2, strict_mode=True)
+    assert "strict_mode=False" in str(err.value)  # names the way out
+    assert time.monotonic() - t0 < 60
+    assert ray_on_spark.active_cluster() is None
