@@ -59,13 +59,13 @@ import ray_on_spark
 from ray_on_spark.spark_env import wait_for_slots
 spark = session_builder(sys.argv[1], "ray_on_spark-doomed-driver").getOrCreate()
 wait_for_slots(spark.sparkContext, 2, None, 60)
-ray_on_spark.setup_ray_cluster(max_worker_nodes=2)
+ray_on_spark.setup_ray_cluster(max_worker_nodes=2, collect_log_to_path=sys.argv[2])
 print("UP", flush=True)
 time.sleep(600)
 """
 
 
-def test_killing_the_driver_takes_every_ray_process_with_it(standalone):
+def test_killing_the_driver_takes_every_ray_process_with_it(standalone, tmp_path):
     import signal
     import time
 
@@ -75,7 +75,8 @@ def test_killing_the_driver_takes_every_ray_process_with_it(standalone):
     tmp_before = set(os.listdir(tempfile.gettempdir()))
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
     env.pop("RAY_ADDRESS", None)
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, standalone.master_url], env=env,
+    logs = tmp_path / "logs"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, standalone.master_url, str(logs)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert driver.stdout.readline().strip() == "UP"
@@ -88,6 +89,10 @@ def test_killing_the_driver_takes_every_ray_process_with_it(standalone):
         print(f"every Ray process gone {time.monotonic() - t0:.1f}s after the driver was killed")
         left_dirs = [n for n in set(os.listdir(tempfile.gettempdir())) - tmp_before if n.startswith("ros-")]
         assert not left_dirs, left_dirs  # the supervisors removed the head's and the nodes' temp dirs
+        # collect_log_to_path: the supervisors copied every node's logs on their way out, driver dead or not
+        dirs = sorted(p.name for p in logs.iterdir())
+        assert len([d for d in dirs if d.startswith("ray-head-")]) == 1, dirs
+        assert len([d for d in dirs if d.startswith("ray-worker-")]) == 2, dirs
     finally:
         if driver.poll() is None:
             driver.kill()
