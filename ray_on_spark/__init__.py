@@ -5,6 +5,7 @@
 * ``api``          -- setup_ray_cluster / shutdown_ray_cluster / ray_cluster / active_cluster (validation)
 * ``global_cluster`` -- setup_global_ray_cluster's lock, published address/token, blocking wait
 * ``cluster``      -- RayClusterOnSpark, the owner of one cluster's processes and barrier job
+* ``autoscale``, ``autoscaler_provider`` -- autoscaling: the driver's node launcher, and the node provider Ray's autoscaler loads
 * ``worker_task``  -- the barrier Spark task body that runs one Ray worker node
 * ``supervisor``   -- the per-node process that owns a Ray node's process tree
 * ``resources``    -- pure arithmetic: memory shares, GPUs, strict mode
@@ -13,6 +14,7 @@
 * ``spark_on_ray``  -- init_spark / stop_spark and SparkOnRay, the owner of a Spark-on-Ray cluster
 * ``spark_worker_actor`` -- the Ray actor that hosts one Spark executor (a standalone Worker)
 * ``spark_on_ray_plan`` -- pure: init_spark's argument checks, bundles and Spark confs
+* ``cds``            -- class-data archives that make the Spark JVMs of init_spark start faster
 * ``dataset``       -- from_spark / to_spark: DataFrame <-> ray.data.Dataset through the object store
 * ``local_standalone`` -- a Spark standalone cluster on 127.0.0.1 (tests, demo, benchmarks)
 

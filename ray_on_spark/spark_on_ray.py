@@ -29,9 +29,9 @@ import threading
 import time
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from ray_on_spark import procs
+from ray_on_spark import cds, procs
 from ray_on_spark.cluster import RayOnSparkError
-from ray_on_spark.local_standalone import spark_home
+from ray_on_spark.local_standalone import java_env, spark_home
 from ray_on_spark.ports import free_ports
 from ray_on_spark.spark_on_ray_plan import ExecutorPlan, check_fits, plan_executors
 from ray_on_spark.spark_worker_actor import ExecutorLaunch, SparkWorkerActor, daemon_env, supervised
@@ -82,8 +82,14 @@ class SparkOnRay:
         # extra JVM; its web UI binds where SPARK_LOCAL_IP says).  When the JVM is already
         # running its environment cannot change, so the master gets a JVM of its own.
         in_driver = SparkContext._gateway is None
+        driver_cds: List[str] = []
         if in_driver:
             launch_confs = {k: v for k, v in self.plan.configs.items() if k in JVM_LAUNCH_CONFS}
+            if cds.enabled():  # the driver JVM gets its class-data archive too (the user's options win)
+                driver_cds = cds.jvm_options(cds.cache_root(), _java(), spark_home(), "driver", "d")
+                user = launch_confs.get("spark.driver.extraJavaOptions", "")
+                launch_confs["spark.driver.extraJavaOptions"] = " ".join(
+                    [shlex.quote(o) for o in driver_cds] + ([user] if user else []))
             gateway = threading.Thread(target=_launch_gateway, args=(host, launch_confs), name="ros-gateway", daemon=True)
             gateway.start()
         else:
@@ -104,6 +110,8 @@ class SparkOnRay:
             )
         if in_driver:
             gateway.join(self.start_timeout)
+            if any(o.startswith("-XX:DumpLoadedClassList") for o in driver_cds):
+                self._remember_driver_classpath()
             self.master_url = self._start_master_in_driver(host)
         else:
             self.master_url = self._wait_master()
@@ -126,6 +134,18 @@ class SparkOnRay:
         logger.info("Spark on Ray is up in %.1fs: %d executors x %d cores (driver %s)", self.timings["ready_s"],
                     self.plan.num_executors, self.plan.executor_cores, self.spark.sparkContext.applicationId)
         return self.spark
+
+    def _remember_driver_classpath(self) -> None:
+        """The driver archive must be built for exactly the classpath pyspark's launcher gave the JVM."""
+        from pyspark import SparkContext
+
+        try:
+            import psutil
+
+            cmd = psutil.Process(SparkContext._gateway.proc.pid).cmdline()
+            cds.remember_classpath(cds.cache_root(), _java(), spark_home(), "driver", cmd[cmd.index("-cp") + 1])
+        except Exception as e:  # no archive for the driver then; nothing else changes
+            logger.debug("driver classpath not recorded: %s", e)
 
     def _launch_spec(self, worker_host: Optional[str]) -> ExecutorLaunch:
         """What each actor needs to launch an executor of this application."""
@@ -150,6 +170,7 @@ class SparkOnRay:
             java_options=options,
             secret=self._secret,
             env=env,
+            cds_root=cds.cache_root() if cds.enabled() else None,
         )
 
     def _hosts(self):
@@ -316,6 +337,11 @@ class SparkOnRay:
             self._wait_resources_back(timeout)
         if self.temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if cds.enabled():  # the first session's executors recorded their classes: archive them for the next
+            try:
+                cds.build_in_background(cds.cache_root(), _java(), spark_home())
+            except Exception as e:  # only a speed-up is lost
+                logger.debug("class-data archive build not started: %s", e)
         self.timings["stop_s"] = time.monotonic() - t0
         logger.info("Spark on Ray stopped in %.1fs", self.timings["stop_s"])
 
@@ -335,6 +361,10 @@ class SparkOnRay:
 #: Driver confs that only take effect when the driver's JVM is launched.
 JVM_LAUNCH_CONFS = ("spark.driver.memory", "spark.driver.extraJavaOptions", "spark.driver.extraClassPath",
                     "spark.driver.extraLibraryPath", "spark.jars", "spark.jars.packages", "spark.jars.repositories")
+
+
+def _java() -> str:
+    return os.path.join(java_env()["JAVA_HOME"], "bin", "java")
 
 
 def _launch_gateway(host: str, launch_confs: Dict[str, str]) -> None:

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ray_on_spark import procs
+from ray_on_spark import cds, procs
 from ray_on_spark.local_standalone import java_env, spark_home
 from ray_on_spark.worker_task import NodeProcess
 
@@ -41,15 +41,21 @@ class ExecutorLaunch:
     java_options: List[str]  # module options and executor startup confs (-D...)
     secret: str
     env: Dict[str, str] = field(default_factory=dict)  # spark.executorEnv.*
+    #: Where the executors' class-data archive lives (ray_on_spark.cds); None: not used.
+    cds_root: Optional[str] = None
 
 
 def executor_command(launch: ExecutorLaunch, java_home: str, host: str, executor_id: int) -> List[str]:
     """The executor JVM's command line, as a standalone Worker would build it."""
     home = spark_home()
+    java = os.path.join(java_home, "bin", "java")
+    # The archive's own options go first, so a user's spark.executor.extraJavaOptions wins.
+    archive = cds.executor_options(launch.cds_root, java, home, executor_id) if launch.cds_root else []
     return [
-        os.path.join(java_home, "bin", "java"),
-        "-cp", f"{os.path.join(home, 'conf')}:{os.path.join(home, 'jars', '*')}",
+        java,
+        "-cp", cds.executor_classpath(home),
         f"-Xmx{launch.memory_mib}M",
+        *archive,
         *launch.java_options,
         "org.apache.spark.executor.CoarseGrainedExecutorBackend",
         "--driver-url", launch.driver_url,

@@ -13,6 +13,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 logging.getLogger("ray_on_spark").setLevel(logging.INFO)
 
+# Class-data archives (ray_on_spark.cds) are built in the background after a host's first
+# Spark-on-Ray session; on 2 cores that build would slow the tests that run meanwhile.
+# tests/test_cds.py turns them on, with a cache dir of its own, and checks them.
+os.environ["RAY_ON_SPARK_CDS"] = "0"
+
 
 @pytest.fixture(scope="session")
 def standalone():
