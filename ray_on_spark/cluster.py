@@ -245,7 +245,7 @@ class RayClusterOnSpark:
         self._launcher = NodeLauncher(
             self.cluster_id, self.temp_dir, submit,
             cancel=sc.cancelJobGroup,
-            is_task_running=lambda group: spark_env.job_has_active_tasks(sc, group),
+            is_task_running=lambda group: spark_env.job_group_running(sc, group),
         )
         h = plan.head
         config = autoscaler_config(

@@ -30,3 +30,18 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def port_state(host: str, port: int, timeout: float = 0.5) -> str:
+    """``"open"``, ``"refused"`` (nothing listens: the process is gone) or ``"silent"`` (no answer in time).
+
+    The difference matters to a watcher: a refused connection is proof, while silence may
+    only mean a busy host whose listener is slow to accept.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "silent"

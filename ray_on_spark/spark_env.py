@@ -135,6 +135,21 @@ def executor_count(sc) -> int:
     return max(0, len(infos) - 1)
 
 
+def job_group_running(sc, group: str) -> bool:
+    """True while a job of the group has been submitted and has not ended.
+
+    Job status, unlike a stage's task counts, is never stale: Spark's status store may
+    skip writing a task start that follows its stage's start within
+    ``spark.ui.liveUpdate.period``, and an idle application never flushes it.
+    """
+    tracker = sc.statusTracker()
+    for job_id in tracker.getJobIdsForGroup(group):
+        job = tracker.getJobInfo(job_id)
+        if job is not None and job.status == "RUNNING":
+            return True
+    return False
+
+
 def job_has_active_tasks(sc, group: str) -> bool:
     """True while any stage of the job group still has running tasks."""
     tracker = sc.statusTracker()

@@ -31,9 +31,11 @@ import time
 from typing import List, Optional
 
 from ray_on_spark import procs
-from ray_on_spark.ports import port_open
+from ray_on_spark.ports import port_state
 
 READY_MARKERS = ("Ray runtime started", "block forever")
+#: How long the head may stay silent (connect timeouts, not refusals) before it counts as lost.
+HEAD_SILENCE_S = 10.0
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
 EXIT_HEAD_LOST = 3
@@ -160,6 +162,7 @@ class Supervisor:
         ready = False
         head_misses = 0
         head_seen = False
+        head_last_open = time.monotonic()
         raylets: List[procs.ProcessRecord] = []
         deadline = time.monotonic() + self.args.start_timeout
         code = EXIT_TERMINATED
@@ -192,12 +195,16 @@ class Supervisor:
             if self.args.watch_host:
                 # Once the head has answered, losing it means the cluster is gone --
                 # also while this node is still starting (shutdown right after setup).
-                if port_open(self.args.watch_host, self.args.watch_port):
-                    head_seen, head_misses = True, 0
+                # Two refusals in a row prove it (nothing listens any more); mere silence
+                # (a timeout: a saturated host, a slow accept) must last HEAD_SILENCE_S.
+                state = port_state(self.args.watch_host, self.args.watch_port)
+                now = time.monotonic()
+                if state == "open":
+                    head_seen, head_misses, head_last_open = True, 0, now
                 elif head_seen:
-                    head_misses += 1
-                    if head_misses >= 2:
-                        code, reason = EXIT_HEAD_LOST, "Ray head unreachable"
+                    head_misses += state == "refused"
+                    if head_misses >= 2 or now - head_last_open > HEAD_SILENCE_S:
+                        code, reason = EXIT_HEAD_LOST, f"Ray head unreachable ({state})"
                         break
             time.sleep(self.args.poll)
         # Read the log before teardown: the node's temp dir (and the log) may be removed.

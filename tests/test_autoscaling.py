@@ -25,10 +25,10 @@ def _wait(probe, timeout: float, what: str):
 
 
 def _our_active_groups(sc, cluster_id: str) -> set:
-    """The autoscaled nodes' Spark job groups that hold a running task (a Spark slot) right now."""
-    from ray_on_spark.spark_env import job_has_active_tasks
+    """The autoscaled nodes' Spark job groups with a job still running (each holds one Spark slot)."""
+    from ray_on_spark.spark_env import job_group_running
 
-    return {g for g in (f"ray_on_spark-{cluster_id}-n{i}" for i in range(1, 20)) if job_has_active_tasks(sc, g)}
+    return {g for g in (f"ray_on_spark-{cluster_id}-n{i}" for i in range(1, 20)) if job_group_running(sc, g)}
 
 
 def test_autoscaling_goes_0_to_2_under_load_and_back_to_0_when_idle(spark):
@@ -88,5 +88,17 @@ def test_autoscaling_goes_0_to_2_under_load_and_back_to_0_when_idle(spark):
         # The freed slots are Spark's again: a barrier job needs both at once.
         assert sc.parallelize(range(2), 2).barrier().mapPartitions(lambda it: [1]).sum() == 2
         ray.shutdown()
+    left = wait_no_new_ray_processes(before)
+    assert not left, sorted(left)
+
+
+def test_autoscaling_setup_starts_min_worker_nodes_each_in_a_one_task_job(spark):
+    sc = spark.sparkContext
+    before = ray_processes()
+    with ray_on_spark.ray_cluster(max_worker_nodes=2, min_worker_nodes=1) as cluster:
+        nodes = cluster.worker_nodes()
+        assert len(nodes) == 1 and nodes[0].labels["ray-on-spark-partition"].startswith("n"), nodes
+        assert len(_our_active_groups(sc, cluster.cluster_id)) == 1  # one Spark slot held, the other free
+        assert cluster.status()["expected_worker_nodes"] == 1 and not cluster.status()["degraded"]
     left = wait_no_new_ray_processes(before)
     assert not left, sorted(left)

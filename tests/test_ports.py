@@ -51,3 +51,16 @@ def test_port_open_is_false_for_a_bound_but_not_listening_port():
         s.bind(("127.0.0.1", 0))
         assert not port_open("127.0.0.1", s.getsockname()[1])
 
+
+
+def test_port_state_tells_a_refusal_from_an_open_port():
+    import socket
+
+    from ray_on_spark.ports import port_state
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        assert port_state("127.0.0.1", port) == "open"
+    assert port_state("127.0.0.1", port) == "refused"  # nothing listens: proof the process is gone
