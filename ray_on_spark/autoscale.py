@@ -25,7 +25,7 @@ import logging
 import os
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -114,8 +114,6 @@ class _Node:
     group: str
     thread: Optional[threading.Thread] = None
     cancelled: bool = False
-    results: List[str] = field(default_factory=list)
-    error: Optional[str] = None
 
 
 class NodeLauncher:
@@ -179,13 +177,13 @@ class NodeLauncher:
             self._max_id = max(self._max_id, int(node_id))
 
             def run() -> None:
+                results: List[str] = []
                 try:
-                    node.results = self._submit(node_id, node.group)
+                    results = self._submit(node_id, node.group)
                 except BaseException as e:  # cancelled (terminate / shutdown) or a Spark failure
-                    node.error = str(e)
                     if not node.cancelled:
                         logger.warning("Spark job of autoscaled Ray worker node %s failed: %s", node_id, str(e)[:500])
-                for r in node.results:
+                for r in results:
                     info = json.loads(r)
                     if info.get("error"):
                         logger.warning("autoscaled Ray worker node %s: %s", node_id, info["error"][:2000])

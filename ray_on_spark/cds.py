@@ -31,6 +31,7 @@ import logging
 import os
 import subprocess
 import threading
+import time
 from typing import List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
@@ -178,8 +179,6 @@ def _remove(path: str) -> None:
 
 def wait_for_builds(timeout: float) -> bool:
     """Wait for archive builds started by this process; True when all are done."""
-    import time
-
     deadline = time.monotonic() + timeout
     with _builds_lock:
         builds = list(_builds)

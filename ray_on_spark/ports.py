@@ -24,14 +24,6 @@ def free_ports(count: int, host: str = "") -> List[int]:
         return ports
 
 
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def port_state(host: str, port: int, timeout: float = 0.5) -> str:
     """``"open"``, ``"refused"`` (nothing listens: the process is gone) or ``"silent"`` (no answer in time).
 
@@ -45,3 +37,7 @@ def port_state(host: str, port: int, timeout: float = 0.5) -> str:
         return "refused"
     except OSError:
         return "silent"
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    return port_state(host, port, timeout) == "open"
