@@ -15,6 +15,7 @@
 * ``spark_worker_actor`` -- the Ray actor that hosts one Spark executor (a standalone Worker)
 * ``spark_on_ray_plan`` -- pure: init_spark's argument checks, bundles and Spark confs
 * ``cds``            -- class-data archives that make the Spark JVMs of init_spark start faster
+* ``jit``            -- JIT thresholds for those JVMs: less C2 work while they start
 * ``dataset``       -- from_spark / to_spark: DataFrame <-> ray.data.Dataset through the object store
 * ``local_standalone`` -- a Spark standalone cluster on 127.0.0.1 (tests, demo, benchmarks)
 

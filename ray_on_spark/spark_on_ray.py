@@ -11,7 +11,8 @@ processes live and die with their actors.
 
 Start-up overlaps what can overlap: the driver's JVM (py4j gateway) starts while Ray
 reserves the placement group and starts the actors; the executors start as soon as the
-SparkSession exists.
+SparkSession exists.  The JVMs it starts map class-data archives (``cds``) and defer C2
+compilation of code that is hot only while they start (``jit``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import threading
 import time
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from ray_on_spark import cds, procs
+from ray_on_spark import cds, jit, procs
 from ray_on_spark.cluster import RayOnSparkError
 from ray_on_spark.local_standalone import java_env, spark_home
 from ray_on_spark.ports import free_ports
@@ -85,11 +86,13 @@ class SparkOnRay:
         driver_cds: List[str] = []
         if in_driver:
             launch_confs = {k: v for k, v in self.plan.configs.items() if k in JVM_LAUNCH_CONFS}
-            if cds.enabled():  # the driver JVM gets its class-data archive too (the user's options win)
+            if cds.enabled():  # the driver JVM gets its class-data archive too
                 driver_cds = cds.jvm_options(cds.cache_root(), _java(), spark_home(), "driver", "d")
+            ours = driver_cds + jit.startup_options()
+            if ours:  # the user's options come last, so they win
                 user = launch_confs.get("spark.driver.extraJavaOptions", "")
                 launch_confs["spark.driver.extraJavaOptions"] = " ".join(
-                    [shlex.quote(o) for o in driver_cds] + ([user] if user else []))
+                    [shlex.quote(o) for o in ours] + ([user] if user else []))
             gateway = threading.Thread(target=_launch_gateway, args=(host, launch_confs), name="ros-gateway", daemon=True)
             gateway.start()
         else:
@@ -158,6 +161,7 @@ class SparkOnRay:
             # Spark itself leaves the secret out (it travels in _SPARK_AUTH_SECRET).
             if jvm.org.apache.spark.SparkConf.isExecutorStartupConf(key) and "secret" not in key:
                 options.append(f"-D{key}={value}")
+        options += jit.startup_options()  # before the user's own options, which win
         options += shlex.split(conf.get("spark.executor.extraJavaOptions", ""))
         env = {k[len("spark.executorEnv."):]: v for k, v in conf.items() if k.startswith("spark.executorEnv.")}
         env.setdefault("PYSPARK_PYTHON", conf.get("spark.pyspark.python", sys.executable))

@@ -24,6 +24,8 @@ pids = {"driver": [SparkContext._gateway.proc.pid],
 maps = {}
 for kind, ps in pids.items():
     maps[kind] = [sorted({l.split()[-1] for l in open(f"/proc/{p}/maps") if l.rstrip().endswith(".jsa") and "ray_on_spark" in l}) for p in ps]
+import psutil
+maps["driver_cmdline"] = psutil.Process(pids["driver"][0]).cmdline()
 ray_on_spark.stop_spark()
 ray.shutdown()
 print("RESULT " + json.dumps(maps), flush=True)
@@ -40,6 +42,8 @@ def test_first_session_builds_archives_and_the_next_one_maps_them(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(XDG_CACHE_HOME=str(tmp_path), RAY_ON_SPARK_CDS="1", PYSPARK_PYTHON=sys.executable)
     first = _run(env)  # exits only after its archive builds finished (they are its children)
+    # init_spark launched this driver's JVM, so it has ray_on_spark.jit's options too.
+    assert "-XX:Tier4InvocationThreshold=50000" in first.pop("driver_cmdline"), first
     assert all(not m for ms in first.values() for m in ms), first  # nothing to map yet
     root = tmp_path / "ray_on_spark" / "cds"
     (key,) = list(root.iterdir())
@@ -49,6 +53,7 @@ def test_first_session_builds_archives_and_the_next_one_maps_them(tmp_path):
     assert not [n for n in names if n.endswith(".classlist") or ".tmp-" in n], names  # lists and partial files gone
 
     second = _run(env)
+    second.pop("driver_cmdline")
     assert second["driver"] == [[str(key / "driver.jsa")]], second
     assert len(second["executors"]) == 2 and all(m == [str(key / "executor.jsa")] for m in second["executors"]), second
 

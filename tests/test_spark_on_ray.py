@@ -22,6 +22,7 @@ from helpers import spark_jvms
 ray = pytest.importorskip("ray")
 
 NUM_CPUS = 3
+USER_BACKEDGE = 300000  # a user's JIT option, which must win over ray_on_spark.jit's
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def spark(before):
 
     session = ray_on_spark.init_spark(
         "ros-tests", num_executors=2, executor_cores=1, executor_memory="1GB",
-        configs={"spark.sql.shuffle.partitions": "4"},
+        configs={"spark.sql.shuffle.partitions": "4",
+                 "spark.executor.extraJavaOptions": f"-XX:Tier4BackEdgeThreshold={USER_BACKEDGE}"},
     )
     yield session
     ray_on_spark.stop_spark()
@@ -106,6 +108,18 @@ def test_executors_are_processes_of_their_ray_actors(spark):
         ancestors = {p.pid for p in psutil.Process(pid).parents()}
         assert ancestors & set(actor_pids), f"executor JVM {pid} is not under a Ray actor"
         assert any(pid in pids for pids in actor_jvms)
+
+
+def test_executor_jvms_defer_c2_and_the_users_java_options_win(spark):
+    from ray_on_spark import jit
+
+    for pid in _executor_jvms(spark):
+        cmd = psutil.Process(pid).cmdline()
+        for option in jit.TIER4_THRESHOLDS:
+            assert option in cmd, (option, cmd)
+        # HotSpot takes an option's last occurrence: the user's comes after ours.
+        ours = cmd.index("-XX:Tier4BackEdgeThreshold=400000")
+        assert cmd.index(f"-XX:Tier4BackEdgeThreshold={USER_BACKEDGE}") > ours, cmd
 
 
 def test_ray_reserves_each_executors_cpus_and_memory(spark, before):
