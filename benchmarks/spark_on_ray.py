@@ -18,6 +18,9 @@ see ``raydp_venv.py``).  Sides alternate ``--reps`` times; medians are reported.
 is JSON with ``ours_init_first_job_s``, ``raydp_init_first_job_s`` and ``ratio``.
 
     .venv/bin/python benchmarks/spark_on_ray.py --raydp --reps 3
+
+``--jit-check`` instead runs ours with and without ``ray_on_spark.jit``'s tuning and adds
+warm (steady-state) figures, to show that the faster start costs no later speed.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ sys.path.insert(0, HERE)
 import workloads  # noqa: E402
 
 
-def ours(rows: int) -> dict:
+def ours(rows: int, warm: bool = False) -> dict:
     """One run of ray_on_spark's RayDP mode in this process."""
     import ray
 
@@ -62,6 +65,7 @@ def ours(rows: int) -> dict:
             t0 = time.perf_counter()
             workloads.job(spark, rows)
             second_job_s = time.perf_counter() - t0
+            figures = workloads.warm_figures(spark, rows) if warm else {}
             t0 = time.perf_counter()
             ray_on_spark.stop_spark()
             stop_s = time.perf_counter() - t0
@@ -71,7 +75,7 @@ def ours(rows: int) -> dict:
     return {
         "init_s": round(init_s, 3), "first_job_s": round(first_job_s, 3),
         "init_first_job_s": round(init_s + first_job_s, 3), "second_job_s": round(second_job_s, 3),
-        "stop_s": round(stop_s, 3), "peak_rss_mb": round(rss.peak / 2**20, 1),
+        "stop_s": round(stop_s, 3), "peak_rss_mb": round(rss.peak / 2**20, 1), **figures,
     }
 
 
@@ -88,11 +92,16 @@ def main(argv=None) -> int:
     p.add_argument("--raydp", action="store_true", help="also run RayDP 1.6.5 (separate venv)")
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--rows", type=int, default=10_000_000)
+    p.add_argument("--jit-check", action="store_true",
+                   help="instead: ours with and without ray_on_spark.jit's tuning, start-up and warm figures")
     p.add_argument("--side", choices=["ours"], help=argparse.SUPPRESS)  # internal: one run, JSON out
+    p.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)  # internal: add warm figures
     args = p.parse_args(argv)
     if args.side == "ours":
-        print(json.dumps(ours(args.rows)))
+        print(json.dumps(ours(args.rows, args.warm)))
         return 0
+    if args.jit_check:
+        return jit_check(args.reps, args.rows)
     raydp_python = None
     if args.raydp:
         from raydp_venv import ensure_raydp_venv
@@ -135,6 +144,35 @@ def main(argv=None) -> int:
     if runs["raydp"]:
         result.update({f"raydp_{k}": med("raydp", k) for k in keys})
         result["ratio"] = round(result["ours_init_first_job_s"] / result["raydp_init_first_job_s"], 2)
+    print(json.dumps(result))
+    return 0
+
+
+def jit_check(reps: int, rows: int) -> int:
+    """Ours with RAY_ON_SPARK_JIT_TUNING=0 and =1, alternating, both from the same archives.
+
+    Start-up figures plus :func:`workloads.warm_figures`, to show what the JIT tuning buys at
+    start-up and that a warmed-up session is not slower for it.
+    """
+    first = [sys.executable, os.path.abspath(__file__), "--side", "ours", "--rows", str(rows)]
+    cmd = first + ["--warm"]
+    cache = tempfile.mkdtemp(prefix="ros-bench-cache-")
+    runs = {"0": [], "1": []}
+    try:
+        _run_side(first, dict(os.environ, XDG_CACHE_HOME=cache))  # the host's first session builds the archives
+        for rep in range(reps):
+            for tuning in ("0", "1"):
+                runs[tuning].append(_run_side(cmd, dict(os.environ, XDG_CACHE_HOME=cache, RAY_ON_SPARK_JIT_TUNING=tuning)))
+                print(f"rep {rep + 1} jit tuning {tuning}: {runs[tuning][-1]}", flush=True)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    keys = ["init_s", "first_job_s", "init_first_job_s", "second_job_s", "warm_job_s", "warm_join_s", "warm_plan_s"]
+    med = {t: {k: round(statistics.median(r[k] for r in runs[t]), 3) for k in keys} for t in runs}
+    print(f"\n{'(medians of ' + str(reps) + ')':<22}" + "".join(f"{k:>18}" for k in keys))
+    for tuning, label in (("0", "HotSpot defaults"), ("1", "ray_on_spark.jit")):
+        print(f"{label:<22}" + "".join(f"{med[tuning][k]:>18}" for k in keys))
+    result = {f"{side}_{k}": med[t][k] for t, side in (("0", "jit_off"), ("1", "jit_on")) for k in keys}
+    result["init_first_job_ratio"] = round(med["1"]["init_first_job_s"] / med["0"]["init_first_job_s"], 2)
     print(json.dumps(result))
     return 0
 

@@ -36,3 +36,37 @@ def mixed_frame(spark, rows: int, partitions: int = 4):
         "DATE_ADD(DATE'2020-01-01', CAST(id % 1000 AS INT)) AS d",
         "TIMESTAMP_SECONDS(id) AS ts",
     )
+
+
+def warm_figures(spark, rows: int = 10_000_000, reps: int = 6) -> dict:
+    """Steady-state figures of a warmed-up session: does start-up tuning cost later speed?
+
+    * ``warm_job_s``  -- best of ``reps`` runs of :func:`job`;
+    * ``warm_join_s`` -- best of ``reps`` string-keyed joins + aggregation (3*10**6 x 5000 rows);
+    * ``warm_plan_s`` -- the driver planning a 150-column query, mean of its last 5 of 15 times.
+    """
+    import time
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return round(min(times), 3)
+
+    def join():
+        a = spark.range(0, 3_000_000, numPartitions=4).selectExpr(
+            "id", "concat('k', CAST(id % 5000 AS STRING)) AS s", "CAST(id AS DOUBLE) * 1.5 AS f")
+        b = spark.range(5000).selectExpr("concat('k', CAST(id AS STRING)) AS s", "id * 2 AS x")
+        a.join(b, "s").groupBy((a.id % 100).alias("g")).agg({"f": "avg", "x": "max"}).collect()
+
+    cols = [f"CASE WHEN id % {i + 2} = 0 THEN id * {i} ELSE id + {i} END AS c{i}" for i in range(150)]
+    plans = []
+    for _ in range(15):
+        t0 = time.perf_counter()
+        df = spark.range(100).selectExpr(*cols).filter("c1 > 3").groupBy("c2").agg({f"c{i}": "sum" for i in range(3, 150)})
+        df._jdf.queryExecution().executedPlan()
+        plans.append(time.perf_counter() - t0)
+    return {"warm_job_s": best(lambda: job(spark, rows)), "warm_join_s": best(join),
+            "warm_plan_s": round(sum(plans[-5:]) / 5, 3)}
