@@ -87,17 +87,17 @@ class BlockOwner:
     that put it -- and a Spark task's Python worker does not live long enough.  The task
     puts its block into its node's object store, and this actor, on the same node, adopts
     it: it maps the block (zero-copy) and puts it again as its own, a local memory copy.
-    """
 
-    def __init__(self):
-        self.blocks: list = []
+    It keeps no reference of its own.  As the owner it counts everyone who borrows a
+    block (the task, the holder, then the driver's Dataset), so a block lives while a
+    Dataset refers to it and is freed when the last one is dropped, as any ``ray.put``
+    object is; and it is freed at once when this actor dies (``cleanup_data=True``).
+    """
 
     def adopt(self, refs: list) -> list:
         import ray
 
-        mine = [ray.put(t) for t in ray.get(refs)]
-        self.blocks.extend(mine)
-        return mine
+        return [ray.put(t) for t in ray.get(refs)]
 
     def ping(self) -> bool:
         return True

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import gc
+import re
 import time
 
 import pyarrow as pa
@@ -116,6 +118,30 @@ def test_dataset_stays_readable_after_its_spark_job_and_other_jobs(spark):
     assert ds.sum("a") == 100000 * 99999 // 2
     ds2 = ray.data.range(1000).map_batches(lambda b: {"a": b["id"] * 2})
     assert ray_on_spark.to_spark(ds2, spark).selectExpr("sum(a)").first()[0] == 2 * 999 * 1000 // 2
+
+
+def _plasma_used_mib() -> int:
+    """Bytes in this Ray's object stores, as `ray memory --stats-only` reports them (MiB)."""
+    from ray._private.internal_api import memory_summary
+
+    m = re.search(r"Plasma memory usage (\d+) MiB", memory_summary(stats_only=True))
+    assert m, "Ray's memory summary no longer reports plasma usage"
+    return int(m.group(1))
+
+
+def test_a_dataset_the_driver_drops_is_freed_while_the_session_runs(spark):
+    """The block owners keep no reference of their own: repeated conversions do not pile up."""
+    before = _plasma_used_mib()
+    for _ in range(3):
+        ds = ray_on_spark.from_spark(spark.range(2_000_000, numPartitions=2).selectExpr("id AS a"))  # 16 MB
+        assert ds.count() == 2_000_000
+        assert _plasma_used_mib() >= before + 15
+        del ds
+        gc.collect()
+        deadline = time.monotonic() + 20  # freeing is asynchronous: probe
+        while _plasma_used_mib() > before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _plasma_used_mib() <= before
 
 
 def test_stop_spark_keeps_data_without_cleanup_and_frees_it_with_cleanup(spark):
