@@ -120,6 +120,30 @@ def test_dataset_stays_readable_after_its_spark_job_and_other_jobs(spark):
     assert ray_on_spark.to_spark(ds2, spark).selectExpr("sum(a)").first()[0] == 2 * 999 * 1000 // 2
 
 
+def test_batch_rows_aims_at_a_few_mib_within_bounds():
+    from ray_on_spark.dataset import BATCH_BYTES, MAX_BATCH_ROWS, MIN_BATCH_ROWS, batch_rows
+
+    assert batch_rows(8) == BATCH_BYTES // 8  # one bigint column: 512Ki rows
+    assert batch_rows(1) == MAX_BATCH_ROWS
+    assert batch_rows(10_000) == MIN_BATCH_ROWS  # wide rows: Spark's own default
+    assert batch_rows(0) == MAX_BATCH_ROWS
+
+
+def test_from_spark_batches_rows_unless_the_user_set_a_batch_size(spark):
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    df = spark.range(0, 100_000, numPartitions=1).selectExpr("id AS a")
+    (block,) = ray.get(block_refs(ray_on_spark.from_spark(df)))
+    assert block.column("a").num_chunks == 1  # Spark's default would make 10 batches of 10,000
+    assert spark.conf.get(key, None) is None  # set only around the call
+    spark.conf.set(key, "30000")
+    try:
+        (block,) = ray.get(block_refs(ray_on_spark.from_spark(df)))
+        assert block.column("a").num_chunks == 4  # the user's setting wins
+        assert spark.conf.get(key) == "30000"
+    finally:
+        spark.conf.unset(key)
+
+
 def _plasma_used_mib() -> int:
     """Bytes in this Ray's object stores, as `ray memory --stats-only` reports them (MiB)."""
     from ray._private.internal_api import memory_summary
