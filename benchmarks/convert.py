@@ -7,10 +7,10 @@ CPUs), with the workloads of ``workloads.py``:
 * ours, Ray -> Spark : ``to_spark(ds, spark)`` plus one job that counts and reads every value;
 * driver path        : ``df.toArrow()`` (``_collect_as_arrow``) -> ``ray.data.from_arrow``, and back with
                        ``spark.createDataFrame(arrow_table)`` plus the same job;
-* encode only         : ``df._jdf.toArrowBatchRdd().count()``, Spark's own Arrow encoding of every
-                       partition with nothing leaving the JVM: the floor of any Spark -> Ray path
-                       built on it (ours, the driver's, RayDP's), so driver_from_s / encode_s is
-                       the most any of them can beat the driver path by on this machine;
+* floors             : Spark's own Arrow encoding of every partition (from_spark's batches) with
+                       nothing leaving the JVM, and the same handed to Python workers that drop
+                       it: driver_from_s over each is the most any Spark -> Ray path built on
+                       them can beat the driver path by on this machine;
 * RayDP (``--raydp``): ``spark_dataframe_to_ray_dataset`` / ``ray_dataset_to_spark_dataframe``
                        in its own venv (``raydp_side.py convert``).
 
@@ -131,17 +131,24 @@ def side_ours(rows: int, reps: int, mixed: bool) -> dict:
             assert res["n"] == rows
             return res
 
-        def encode_only():  # the floor of any conversion that starts from Spark's Arrow encoding
-            df._jdf.toArrowBatchRdd().count()  # executors encode every partition; nothing leaves the JVM
+        from ray_on_spark.dataset import _arrow_batches
+
+        def encode_only():  # executors encode every partition (from_spark's batches); nothing leaves the JVM
+            _arrow_batches(df)._jrdd.count()
+
+        def to_python_only():  # ... and hand every batch to a Python worker, which drops it
+            _arrow_batches(df).mapPartitions(lambda it: [sum(len(m) for m in it)]).collect()
 
         cold_from, ds = _timed(ours_from)
         cold_to, _ = _timed(lambda: ours_to(ds))
         nbytes = rows * 8 if not mixed else int(ds.size_bytes())
         _timed(driver_from)  # the driver path's own first (cold) run, not counted
-        runs = {"from": [], "to": [], "dfrom": [], "dto": [], "encode": []}
+        runs = {"from": [], "to": [], "dfrom": [], "dto": [], "encode": [], "python": []}
         _timed(encode_only)
+        _timed(to_python_only)
         for _ in range(reps):
             runs["encode"].append(_timed(encode_only)[0])
+            runs["python"].append(_timed(to_python_only)[0])
             t, ds = _timed(ours_from)
             runs["from"].append(t)
             runs["to"].append(_timed(lambda: ours_to(ds))[0])
@@ -158,6 +165,7 @@ def side_ours(rows: int, reps: int, mixed: bool) -> dict:
             "driver_to_s": round(med["dto"], 3), "driver_to_mb_s": round(mb / med["dto"], 1),
             "cold_from_spark_mb_s": round(mb / cold_from, 1), "cold_to_spark_mb_s": round(mb / cold_to, 1),
             "spark_arrow_encode_s": round(med["encode"], 3), "spark_arrow_encode_mb_s": round(mb / med["encode"], 1),
+            "to_python_workers_s": round(med["python"], 3), "to_python_workers_mb_s": round(mb / med["python"], 1),
         }
     finally:
         ray_on_spark.stop_spark()
@@ -243,9 +251,11 @@ def main(argv=None) -> int:
     for name, a, b in rows_out:
         print(f"{name:<28}{a:>12}{b:>12}")
     ceiling = round(int64["driver_from_s"] / int64["spark_arrow_encode_s"], 2)
-    print(f"Spark's Arrow encoding alone (toArrowBatchRdd, JVM only): {int64['spark_arrow_encode_s']} s "
-          f"({int64['spark_arrow_encode_mb_s']} MB/s): no Spark->Ray path built on it can beat the driver path "
-          f"by more than {ceiling}x here")
+    py_ceiling = round(int64["driver_from_s"] / int64["to_python_workers_s"], 2)
+    print(f"\nFloors of Spark->Ray, int64 (s): Spark's Arrow encoding alone {int64['spark_arrow_encode_s']}; "
+          f"+ hand-over to Python workers {int64['to_python_workers_s']}; from_spark {int64['from_spark_s']}; "
+          f"driver path {int64['driver_from_s']}.\nSo no path built on Spark's Arrow encoding can beat the driver "
+          f"path by more than {ceiling}x here, and none through Python workers by more than {py_ceiling}x.")
     result = {
         "rows": args.rows,
         "from_spark_mb_s": int64["from_spark_mb_s"], "to_spark_mb_s": int64["to_spark_mb_s"],
@@ -254,6 +264,7 @@ def main(argv=None) -> int:
         "to_ratio_vs_driver": round(int64["to_spark_mb_s"] / int64["driver_to_mb_s"], 2),
         "cold_from_spark_mb_s": int64["cold_from_spark_mb_s"], "cold_to_spark_mb_s": int64["cold_to_spark_mb_s"],
         "spark_arrow_encode_mb_s": int64["spark_arrow_encode_mb_s"], "from_ratio_ceiling_vs_driver": ceiling,
+        "to_python_workers_mb_s": int64["to_python_workers_mb_s"], "from_ratio_ceiling_via_python_vs_driver": py_ceiling,
         "mixed_from_spark_mb_s": mixed["from_spark_mb_s"], "mixed_to_spark_mb_s": mixed["to_spark_mb_s"],
         "driver_rss_growth_mb_at_1e7": rss7["driver_rss_growth_mb"],
         "driver_rss_growth_mb_at_1e8": rss8["driver_rss_growth_mb"],

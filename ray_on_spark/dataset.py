@@ -116,7 +116,11 @@ class RayAccess:
     token: Optional[str] = None
 
     def connect(self):
-        """Connect this Python worker to Ray once (workers are reused across tasks)."""
+        """Connect this Python worker to Ray once (workers are reused across tasks); the holder.
+
+        (A worker connected to a cluster that is shut down exits with it, so a reused worker
+        is always connected to the current cluster; tested in Ray-on-Spark mode.)
+        """
         import ray
 
         if not ray.is_initialized():
@@ -126,13 +130,24 @@ class RayAccess:
                 gcs.refresh_auth_config()  # Ray caches the auth settings at first use
             ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
                      configure_logging=False)
-        return ray.get_actor(self.holder_name, namespace=NAMESPACE)
+        key = self.holder_name
+        if key not in _WORKER_HANDLES:  # a GCS lookup: once per worker and holder, not per task
+            _WORKER_HANDLES[key] = ray.get_actor(self.holder_name, namespace=NAMESPACE)
+        return _WORKER_HANDLES[key]
 
     def local_owner(self, holder):
-        """This node's BlockOwner (the holder starts it on first use)."""
+        """This node's BlockOwner (the holder starts it on first use), asked once per worker."""
         import ray
 
-        return ray.get(holder.owner_for.remote(ray.get_runtime_context().get_node_id()))
+        key = (self.holder_name, ray.get_runtime_context().get_node_id())
+        if key not in _WORKER_HANDLES:
+            _WORKER_HANDLES[key] = ray.get(holder.owner_for.remote(key[1]))
+        return _WORKER_HANDLES[key]
+
+
+#: In a Spark task's Python worker: actor handles by holder name (and node), kept across tasks.
+#: Holder names are unique, so a later session's tasks never find an earlier one's handles.
+_WORKER_HANDLES: Dict[object, object] = {}
 
 
 def _auth_token() -> Optional[str]:

@@ -287,6 +287,14 @@ def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark,
         assert back.selectExpr("sum(a)", "count(DISTINCT s)").first()[:] == (29999 * 30000, 30000)
     finally:
         ray_on_spark.shutdown_ray_cluster()
+    # A new cluster in the same Spark application: the executors' Python workers that were
+    # connected to the old cluster must not stand in the way of the new one.
+    ray_on_spark.setup_ray_cluster(max_worker_nodes=1, num_cpus_worker_node=1)
+    try:
+        ray.init()
+        assert ray_on_spark.from_spark(df).sum("a") == 29999 * 30000 // 2
+    finally:
+        ray_on_spark.shutdown_ray_cluster()
 
 
 def test_collect_log_to_path_gets_every_nodes_logs_after_shutdown(spark, no_ray_left, tmp_path):
