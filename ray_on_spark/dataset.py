@@ -21,6 +21,7 @@ the blocks; with ``stop_spark(cleanup_data=False)`` they stay, and so do the Dat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -337,6 +338,35 @@ def _arrow_batches(df):
     return RDD(jrdd, sc, NoOpSerializer())
 
 
+#: Set in the environment of the Python functions of from_spark's and to_spark's tasks.
+#: Spark keeps a pool of Python workers per (python, environment), so these tasks get
+#: workers of their own, and no other task (a Ray worker node's barrier task, a user's UDF)
+#: ever runs in a worker that a conversion connected to Ray. That matters because such a
+#: worker exits on its own about a minute after its Ray cluster goes away (Ray's core
+#: worker gives up on the lost GCS), which would crash whatever task it runs then.
+CONVERSION_WORKER_ENV = "RAY_ON_SPARK_CONVERSION_WORKER"
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _conversion_workers(sc):
+    """Python functions wrapped inside run in the conversion tasks' own Python workers.
+
+    pyspark copies ``sc.environment`` into each Python function when it wraps it, so the
+    variable is set only while the function is wrapped.
+    """
+    with _ENV_LOCK:
+        saved = sc.environment.get(CONVERSION_WORKER_ENV)
+        sc.environment[CONVERSION_WORKER_ENV] = "1"
+        try:
+            yield
+        finally:
+            if saved is None:
+                sc.environment.pop(CONVERSION_WORKER_ENV, None)
+            else:
+                sc.environment[CONVERSION_WORKER_ENV] = saved
+
+
 def from_spark(df, block_bytes: int = BLOCK_BYTES):
     """Spark DataFrame -> ``ray.data.Dataset``, through the object store (RayDP's ``spark_dataframe_to_ray_dataset``).
 
@@ -353,7 +383,10 @@ def from_spark(df, block_bytes: int = BLOCK_BYTES):
     holder = holder_for_current_cluster()
     access = RayAccess(address=ray.get_runtime_context().gcs_address, holder_name=holder.name, token=_auth_token())
     conversion = uuid.uuid4().hex
-    summary = _arrow_batches(df).mapPartitionsWithIndex(_put_partition(access, conversion, block_bytes, schema)).collect()
+    rdd = _arrow_batches(df).mapPartitionsWithIndex(_put_partition(access, conversion, block_bytes, schema))
+    with _conversion_workers(rdd.context):
+        rdd._jrdd  # wraps the Python function now, with the conversion workers' environment
+    summary = rdd.collect()
     refs = ray.get(holder.handle.take.remote(conversion))
     # The Dataset now borrows the blocks; the owners keep them (and free them when killed).
     ray.get(holder.handle.release.remote(conversion))
@@ -405,7 +438,8 @@ def to_spark(ds, spark, parallelism: Optional[int] = None):
     ray.get([holder.handle.hold.remote(conversion, i, p) for i, p in enumerate(parts)])
     access = RayAccess(address=ray.get_runtime_context().gcs_address, holder_name=holder.name, token=_auth_token())
     ids = spark.range(0, len(parts), numPartitions=len(parts)).selectExpr("CAST(id AS INT) AS partition")
-    return ids.mapInArrow(_fetch_partition(access, conversion, arrow_schema), spark_schema)
+    with _conversion_workers(spark.sparkContext):  # mapInArrow wraps the function at once
+        return ids.mapInArrow(_fetch_partition(access, conversion, arrow_schema), spark_schema)
 
 
 def block_refs(ds) -> list:

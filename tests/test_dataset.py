@@ -144,6 +144,22 @@ def test_from_spark_batches_rows_unless_the_user_set_a_batch_size(spark):
         spark.conf.unset(key)
 
 
+def test_no_other_task_runs_in_a_python_worker_a_conversion_connected_to_ray(spark):
+    """Such a worker dies about a minute after its Ray cluster does: it must run conversions only."""
+    ds = ray_on_spark.from_spark(spark.range(0, 40_000, numPartitions=8).selectExpr("id AS a"))
+    assert ray_on_spark.to_spark(ds, spark).count() == 40_000
+
+    def connected(_):
+        import sys
+
+        ray_module = sys.modules.get("ray")
+        yield bool(ray_module is not None and ray_module.is_initialized())
+
+    for _ in range(3):  # many tasks, so that every idle worker of each executor is taken
+        assert not any(spark.sparkContext.parallelize(range(16), 16).mapPartitions(connected).collect())
+        assert not any(spark.range(0, 16, numPartitions=16).rdd.mapPartitions(connected).collect())
+
+
 def _plasma_used_mib() -> int:
     """Bytes in this Ray's object stores, as `ray memory --stats-only` reports them (MiB)."""
     from ray._private.internal_api import memory_summary
