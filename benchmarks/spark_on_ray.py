@@ -87,6 +87,13 @@ def _run_side(cmd: list, env: dict = None) -> dict:
     return json.loads(lines[-1])
 
 
+def _print_table(reps: int, keys: list, rows: list) -> None:
+    """One line per (label, figures): the figures under ``keys``, in columns."""
+    print(f"\n{'(medians of ' + str(reps) + ')':<22}" + "".join(f"{k:>18}" for k in keys))
+    for label, figures in rows:
+        print(f"{label:<22}" + "".join(f"{figures[k]:>18}" for k in keys))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--raydp", action="store_true", help="also run RayDP 1.6.5 (separate venv)")
@@ -134,11 +141,8 @@ def main(argv=None) -> int:
         return round(statistics.median(vals), 2) if vals else None
 
     keys = ["init_s", "first_job_s", "init_first_job_s", "second_job_s", "stop_s", "peak_rss_mb"]
-    print(f"\n{'(medians of ' + str(args.reps) + ')':<22}" + "".join(f"{k:>18}" for k in keys))
-    for side in ("ours", "raydp"):
-        if runs[side]:
-            print(f"{side:<22}" + "".join(f"{med(side, k):>18}" for k in keys))
-    print(f"{'ours, first on host':<22}" + "".join(f"{first[k]:>18}" for k in keys))
+    table = [(side, {k: med(side, k) for k in keys}) for side in ("ours", "raydp") if runs[side]]
+    _print_table(args.reps, keys, table + [("ours, first on host", first)])
     result = {f"ours_{k}": med("ours", k) for k in keys}
     result["ours_first_session_on_host_init_first_job_s"] = first["init_first_job_s"]
     if runs["raydp"]:
@@ -168,9 +172,7 @@ def jit_check(reps: int, rows: int) -> int:
         shutil.rmtree(cache, ignore_errors=True)
     keys = ["init_s", "first_job_s", "init_first_job_s", "second_job_s", "warm_job_s", "warm_join_s", "warm_plan_s"]
     med = {t: {k: round(statistics.median(r[k] for r in runs[t]), 3) for k in keys} for t in runs}
-    print(f"\n{'(medians of ' + str(reps) + ')':<22}" + "".join(f"{k:>18}" for k in keys))
-    for tuning, label in (("0", "HotSpot defaults"), ("1", "ray_on_spark.jit")):
-        print(f"{label:<22}" + "".join(f"{med[tuning][k]:>18}" for k in keys))
+    _print_table(reps, keys, [("HotSpot defaults", med["0"]), ("ray_on_spark.jit", med["1"])])
     result = {f"{side}_{k}": med[t][k] for t, side in (("0", "jit_off"), ("1", "jit_on")) for k in keys}
     result["init_first_job_ratio"] = round(med["1"]["init_first_job_s"] / med["0"]["init_first_job_s"], 2)
     print(json.dumps(result))

@@ -34,6 +34,8 @@ import threading
 import time
 from typing import List, Optional, Tuple
 
+from ray_on_spark.options import switched_on
+
 logger = logging.getLogger(__name__)
 
 ENV_SWITCH = "RAY_ON_SPARK_CDS"
@@ -45,7 +47,7 @@ _stopping = threading.Event()
 
 
 def enabled() -> bool:
-    return os.environ.get(ENV_SWITCH, "1").lower() not in ("0", "false", "no", "off")
+    return switched_on(os.environ.get(ENV_SWITCH))
 
 
 def cache_root() -> str:

@@ -310,7 +310,8 @@ def batch_rows(row_bytes: int) -> int:
 
 
 _BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
-_BATCH_CONF_LOCK = threading.Lock()
+#: Held while a conversion changes pyspark's shared state (a session conf, sc.environment) for a moment.
+_PYSPARK_STATE_LOCK = threading.Lock()
 
 
 def _arrow_batches(df):
@@ -325,7 +326,7 @@ def _arrow_batches(df):
     sc = df.sparkSession.sparkContext
     jvm = sc._jvm
     conf = df.sparkSession.conf
-    with _BATCH_CONF_LOCK:
+    with _PYSPARK_STATE_LOCK:
         user = conf.get(_BATCH_CONF, None)
         if user is None:
             conf.set(_BATCH_CONF, str(batch_rows(df._jdf.schema().defaultSize())))
@@ -345,7 +346,6 @@ def _arrow_batches(df):
 #: worker exits on its own about a minute after its Ray cluster goes away (Ray's core
 #: worker gives up on the lost GCS), which would crash whatever task it runs then.
 CONVERSION_WORKER_ENV = "RAY_ON_SPARK_CONVERSION_WORKER"
-_ENV_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -355,7 +355,7 @@ def _conversion_workers(sc):
     pyspark copies ``sc.environment`` into each Python function when it wraps it, so the
     variable is set only while the function is wrapped.
     """
-    with _ENV_LOCK:
+    with _PYSPARK_STATE_LOCK:
         saved = sc.environment.get(CONVERSION_WORKER_ENV)
         sc.environment[CONVERSION_WORKER_ENV] = "1"
         try:

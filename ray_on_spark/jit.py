@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 from typing import List
 
+from ray_on_spark.options import switched_on
+
 #: HotSpot's tier-4 thresholds, 10x their defaults (5000, 600, 15000, 40000 in JDK 17-25).
 TIER4_THRESHOLDS = (
     "-XX:Tier4InvocationThreshold=50000",
@@ -36,7 +38,7 @@ TIER4_THRESHOLDS = (
 
 def enabled() -> bool:
     """False when the user turned the tuning off (``RAY_ON_SPARK_JIT_TUNING=0``)."""
-    return os.environ.get("RAY_ON_SPARK_JIT_TUNING", "1").strip() not in ("0", "false", "no", "off")
+    return switched_on(os.environ.get("RAY_ON_SPARK_JIT_TUNING"))
 
 
 def startup_options() -> List[str]:

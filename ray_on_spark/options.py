@@ -2,12 +2,18 @@
 
 Pure functions: ``head_node_options`` / ``worker_node_options`` use ray.util.spark's
 convention (``{"foo_bar": value}`` means ``--foo-bar=value``; ``None`` means a flag).
+``switched_on`` reads the library's on/off environment variables, one way for all.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Dict, Iterable, List, Mapping, Optional
+
+def switched_on(value: Optional[str]) -> bool:
+    """An on/off environment variable's value (unset: on); "0", "false", "no", "off" turn it off."""
+    return (value or "1").strip().lower() not in ("0", "false", "no", "off")
+
 
 #: Options the library sets itself on the head; the value says which argument to use instead.
 HEAD_BLOCKED_KEYS: Dict[str, Optional[str]] = {

@@ -214,3 +214,11 @@ def test_ray_start_option_names_include_the_options_we_rely_on():
     assert "include_log_monitor" in names
     assert "labels" in names
     assert all(isinstance(n, str) and n and "-" not in n for n in names)
+
+
+def test_switched_on_reads_every_on_off_variable_one_way():
+    from ray_on_spark.options import switched_on
+
+    assert switched_on(None) and switched_on("") and switched_on("1") and switched_on("yes")
+    for off in ("0", "false", "FALSE", " no ", "Off"):
+        assert not switched_on(off), off
