@@ -128,7 +128,9 @@ def test_secure_defaults_dashboard_on_loopback_private_dirs_and_token_auth(spark
         port = cluster.plan.head.dashboard_port
         listeners = [c.laddr.ip for c in psutil.net_connections("inet") if c.status == "LISTEN" and c.laddr.port == port]
         assert listeners and set(listeners) <= {"127.0.0.1", "::ffff:127.0.0.1"}, listeners
-        dirs = [cluster.temp_dir] + glob.glob(f"/tmp/ros-{cluster.cluster_id}-w*")
+        # Workers' dirs are ros-<id>-w<partition>-<random>; the head's is ros-<id>-<random>,
+        # whose random part may itself start with "w".
+        dirs = [cluster.temp_dir] + glob.glob(f"/tmp/ros-{cluster.cluster_id}-w[0-9]*-*")
         assert len(dirs) == 3
         assert all(stat.S_IMODE(os.stat(d).st_mode) == 0o700 for d in dirs), dirs
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
