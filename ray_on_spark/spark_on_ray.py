@@ -130,8 +130,7 @@ class SparkOnRay:
         except ray.exceptions.RayError as e:
             raise RayOnSparkError(f"a Spark executor in a Ray actor failed to start: {e}") from None
         for w in self.workers:
-            if w["supervisor"]:
-                self._records.append(procs.ProcessRecord(*w["supervisor"]))
+            self._records.extend(procs.ProcessRecord(*r) for r in w["processes"])
         self._wait_executors()
         self.timings["ready_s"] = time.monotonic() - t0
         logger.info("Spark on Ray is up in %.1fs: %d executors x %d cores (driver %s)", self.timings["ready_s"],
