@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
 
-from ray_on_spark import gcs
+from ray_on_spark import arrow_files, gcs
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +99,48 @@ class BlockOwner:
     object is; and it is freed at once when this actor dies (``cleanup_data=True``).
     """
 
-    def adopt(self, refs: list) -> list:
+    def load(self, path: str, block_bytes: int) -> list:
+        """Put an Arrow stream file that a Spark executor on this host wrote (arrow_files) as our blocks.
+
+        The file is mapped, not read; each block (batches up to ``block_bytes``) is copied
+        once, into the object store; the file is deleted. Returns (ref, rows, bytes) per block.
+        """
+        import pyarrow as pa
         import ray
 
-        return [ray.put(t) for t in ray.get(refs)]
+        blocks, pending, size = [], [], 0
+
+        def flush(schema):
+            nonlocal pending, size
+            table = pa.Table.from_batches(pending, schema=schema)
+            blocks.append((ray.put(table), table.num_rows, table.nbytes))
+            pending, size = [], 0
+
+        try:
+            with pa.memory_map(path) as source:
+                reader = pa.ipc.open_stream(source)
+                for batch in reader:
+                    pending.append(batch)
+                    size += batch.nbytes
+                    if size >= block_bytes:
+                        flush(reader.schema)
+                if pending:
+                    flush(reader.schema)
+        finally:
+            os.unlink(path)
+        return blocks
+
+    def remove_dir(self, directory: str) -> None:
+        """Remove a conversion's file directory on this host (what a failed or retried task left)."""
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def adopt(self, block) -> list:
+        """Put ``block`` (a Spark task's table, passed by reference and mapped zero-copy) as our own."""
+        import ray
+
+        return [ray.put(block)]
 
     def ping(self) -> bool:
         return True
@@ -274,14 +312,17 @@ def _put_partition(access: RayAccess, conversion: str, block_bytes: int, schema)
 
         holder = access.connect()
         owner = access.local_owner(holder)
-        refs, pending, size, rows = [], [], 0, 0
+        blocks, pending, size, rows = [], [], 0, 0
 
         def flush():
             nonlocal pending, size
             if pending:
-                mine = ray.put(pa.Table.from_batches(pending, schema=schema))
-                refs.extend(ray.get(owner.adopt.remote([mine])))
-                del mine  # the task's own copy is freed; the owner's stays
+                table = pa.Table.from_batches(pending, schema=schema)
+                # The adoption runs while this task goes on: the pending call keeps the task's own
+                # copy pinned until the owner has put its copy, then it is freed. from_spark waits
+                # for every adoption before it returns.
+                adopted = owner.adopt.remote(ray.put(table))
+                blocks.append((adopted, table.num_rows, table.nbytes))  # the metadata Ray Data needs
                 pending, size = [], 0
 
         for message in messages:
@@ -292,8 +333,8 @@ def _put_partition(access: RayAccess, conversion: str, block_bytes: int, schema)
             if size >= block_bytes:
                 flush()
         flush()
-        ray.get(holder.hold.remote(conversion, index, refs))
-        yield (index, len(refs), rows)
+        ray.get(holder.hold.remote(conversion, index, blocks))  # acknowledged before the job ends
+        yield (index, len(blocks), rows)
 
     return put
 
@@ -314,28 +355,32 @@ _BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _PYSPARK_STATE_LOCK = threading.Lock()
 
 
-def _arrow_batches(df):
-    """The DataFrame as a Python RDD of Spark's Arrow record-batch messages (no rows in Python).
+def arrow_batch_rdd(df):
+    """Spark's own Arrow encoding of ``df`` (a JVM ``RDD[Array[Byte]]``, one IPC record-batch message each).
 
     ``toArrowBatchRdd`` reads the batch size from the session's conf when it is called, so
     the conf is set only around that call (and left alone when the user set it).
     """
-    from pyspark.rdd import RDD
-    from pyspark.serializers import NoOpSerializer
-
-    sc = df.sparkSession.sparkContext
-    jvm = sc._jvm
     conf = df.sparkSession.conf
     with _PYSPARK_STATE_LOCK:
         user = conf.get(_BATCH_CONF, None)
         if user is None:
             conf.set(_BATCH_CONF, str(batch_rows(df._jdf.schema().defaultSize())))
         try:
-            rdd = df._jdf.toArrowBatchRdd()
+            return df._jdf.toArrowBatchRdd()
         finally:
             if user is None:
                 conf.unset(_BATCH_CONF)
-    jrdd = jvm.org.apache.spark.api.java.JavaRDD.fromRDD(rdd, jvm.scala.reflect.ClassTag.Any())
+
+
+def _arrow_batches(df):
+    """The DataFrame as a Python RDD of Spark's Arrow record-batch messages (no rows in Python)."""
+    from pyspark.rdd import RDD
+    from pyspark.serializers import NoOpSerializer
+
+    sc = df.sparkSession.sparkContext
+    jvm = sc._jvm
+    jrdd = jvm.org.apache.spark.api.java.JavaRDD.fromRDD(arrow_batch_rdd(df), jvm.scala.reflect.ClassTag.Any())
     return RDD(jrdd, sc, NoOpSerializer())
 
 
@@ -381,19 +426,107 @@ def from_spark(df, block_bytes: int = BLOCK_BYTES):
     tz = df.sparkSession.conf.get("spark.sql.session.timeZone")
     schema = to_arrow_schema(df.schema, timezone=tz, error_on_duplicated_field_names_in_struct=True)
     holder = holder_for_current_cluster()
+    if arrow_files.enabled() and arrow_files.fits(df):
+        blocks = _write_and_load(df, schema, holder, block_bytes)
+        if blocks is not None:
+            logger.debug("from_spark via Arrow files: %d blocks, %d rows", len(blocks), sum(b[1] for b in blocks))
+            return _dataset(blocks, schema)
+    return _from_spark_via_python(df, schema, holder, block_bytes)
+
+
+def _write_and_load(df, schema, holder: "Holder", block_bytes: int) -> Optional[List[tuple]]:
+    """from_spark's first path (:mod:`ray_on_spark.arrow_files`): (ref, rows, bytes) per block.
+
+    None when the path cannot be used here (the writer does not compile, an executor's
+    host has no Ray node): the caller then goes through Python workers. A failing Spark
+    job is the user's error and is raised; its files are removed either way.
+    """
+    import ray
+
+    sc = df.sparkSession.sparkContext
+    nodes = arrow_files.host_nodes()
+    hosts = {e.host() for e in sc._jsc.sc().statusTracker().getExecutorInfos()}  # the driver's too
+    if any(arrow_files.node_for(h, nodes) is None for h in hosts):
+        logger.info("from_spark: a Spark executor's host has no Ray node (%s, Ray: %s); using Python workers",
+                    sorted(hosts), sorted(nodes))
+        return None
+    try:
+        arrow_files.writer_class(sc)
+    except Exception as e:
+        logger.warning("from_spark: the JVM Arrow writer is not available (%s); using Python workers",
+                       str(e).splitlines()[0][:300])
+        return None
+    owners = {}
+
+    def owner(node_id: str):
+        if node_id not in owners:
+            owners[node_id] = ray.get(holder.handle.owner_for.remote(node_id))
+        return owners[node_id]
+
+    directory = arrow_files.new_directory()
+    try:
+        parts = arrow_files.write_partitions(df, schema, directory)
+        loads = [owner(arrow_files.node_for(host, nodes)).load.remote(path, block_bytes)
+                 for _, host, path, _ in parts]
+        return [block for loaded in ray.get(loads) for block in loaded]
+    finally:  # retried or failed tasks' files, on every executor host
+        ray.get([owner(arrow_files.node_for(h, nodes)).remove_dir.remote(directory) for h in hosts])
+        arrow_files.remove_local(directory)
+
+
+def _dataset(blocks: List[tuple], schema):
+    """The Dataset of (ref, rows, bytes) blocks; an empty one keeps the schema."""
+    import ray
+
+    if not blocks:
+        blocks = [(ray.put(schema.empty_table()), 0, 0)]  # tiny; owned by the driver
+    return dataset_of_blocks([b[0] for b in blocks], [(b[1], b[2]) for b in blocks], schema)
+
+
+def _from_spark_via_python(df, schema, holder: "Holder", block_bytes: int):
+    """from_spark through Python workers: each task puts its blocks and a block owner adopts them."""
+    import ray
+
     access = RayAccess(address=ray.get_runtime_context().gcs_address, holder_name=holder.name, token=_auth_token())
     conversion = uuid.uuid4().hex
     rdd = _arrow_batches(df).mapPartitionsWithIndex(_put_partition(access, conversion, block_bytes, schema))
     with _conversion_workers(rdd.context):
         rdd._jrdd  # wraps the Python function now, with the conversion workers' environment
     summary = rdd.collect()
-    refs = ray.get(holder.handle.take.remote(conversion))
+    blocks = ray.get(holder.handle.take.remote(conversion))
+    refs = [ref for adopted in ray.get([b[0] for b in blocks]) for ref in adopted]  # every adoption done
     # The Dataset now borrows the blocks; the owners keep them (and free them when killed).
     ray.get(holder.handle.release.remote(conversion))
     logger.debug("from_spark: %d partitions, %d blocks, %d rows", len(summary), len(refs), sum(r[2] for r in summary))
-    if not refs:  # an empty DataFrame: one empty block keeps the schema
-        refs = [ray.put(schema.empty_table())]  # tiny; owned by the driver
-    return ray.data.from_arrow_refs(refs)
+    return _dataset([(ref, b[1], b[2]) for ref, b in zip(refs, blocks)], schema)
+
+
+def dataset_of_blocks(refs: list, sizes: List[tuple], schema):
+    """A materialized Dataset of Arrow blocks of ``schema`` whose (rows, bytes) are known.
+
+    Built as ``ray.data.from_arrow_refs`` builds it, except that it does not run one Ray
+    task per block to learn what the Spark tasks already reported: each such task needs a
+    free CPU slot and maps its block (measured: ~NN ms of a 80 MB conversion). With a Ray
+    whose internals differ, ``from_arrow_refs`` is used.
+    """
+    import ray
+
+    try:
+        from ray.data._internal.logical.interfaces import LogicalPlan
+        from ray.data._internal.logical.operators.from_operators import FromArrow
+        from ray.data._internal.stats import DatasetStats
+        from ray.data.block import BlockMetadataWithSchema
+        from ray.data.context import DataContext
+        from ray.data.dataset import MaterializedDataset
+
+        metadata = [BlockMetadataWithSchema(num_rows=rows, size_bytes=int(nbytes), exec_stats=None, input_files=None,
+                                            schema=schema) for rows, nbytes in sizes]
+        stats = DatasetStats(metadata={"FromArrow": metadata}, parent=None)
+        context = DataContext.get_current().copy()
+        return MaterializedDataset(LogicalPlan(FromArrow(refs, metadata), context), context, stats)
+    except (ImportError, TypeError) as e:
+        logger.debug("from_spark: Ray Data internals differ (%s); using from_arrow_refs", e)
+        return ray.data.from_arrow_refs(refs)
 
 
 def _fetch_partition(access: RayAccess, conversion: str, schema):

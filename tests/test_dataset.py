@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime
 import decimal
 import gc
+import logging
+import os
 import re
 import time
 
@@ -65,9 +67,14 @@ def _freed(refs, timeout: float = 20.0) -> bool:
     return False
 
 
-def test_every_type_arrow_carries_round_trips_exactly(spark):
+@pytest.mark.parametrize("path", ["arrow-files", "python-workers"])
+def test_every_type_arrow_carries_round_trips_exactly(spark, path, monkeypatch, caplog):
+    if path == "python-workers":
+        monkeypatch.setenv("RAY_ON_SPARK_ARROW_FILES", "0")
     df = _all_types(spark)
-    ds = ray_on_spark.from_spark(df)
+    with caplog.at_level(logging.DEBUG, logger="ray_on_spark.dataset"):
+        ds = ray_on_spark.from_spark(df)
+    assert ("via Arrow files" in caplog.text) == (path == "arrow-files")
     assert ds.count() == 51
     back = ray_on_spark.to_spark(ds, spark)
     assert [(f.name, f.dataType) for f in back.schema.fields] == [(f.name, f.dataType) for f in df.schema.fields]
@@ -118,6 +125,54 @@ def test_dataset_stays_readable_after_its_spark_job_and_other_jobs(spark):
     assert ds.sum("a") == 100000 * 99999 // 2
     ds2 = ray.data.range(1000).map_batches(lambda b: {"a": b["id"] * 2})
     assert ray_on_spark.to_spark(ds2, spark).selectExpr("sum(a)").first()[0] == 2 * 999 * 1000 // 2
+
+
+def test_from_spark_needs_no_free_cpu_in_ray(spark):
+    """Executors that hold every CPU of Ray (RayDP's usual set-up) must not starve a conversion.
+
+    ``ray.data.from_arrow_refs`` runs a 1-CPU metadata task per block, which would wait
+    for a free CPU for ever; from_spark builds the Dataset from what its Spark tasks report.
+    """
+    import threading
+
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    free = int(ray.available_resources().get("CPU", 0))
+    pg = placement_group([{"CPU": 1}] * free) if free else None
+    result: dict = {}
+    try:
+        if pg is not None:
+            assert pg.wait(30), "could not take Ray's free CPUs"
+        assert ray.available_resources().get("CPU", 0) == 0
+
+        def convert():
+            ds = ray_on_spark.from_spark(spark.range(0, 300_000, numPartitions=3).selectExpr("id AS a", "id % 7 AS b"))
+            result.update(count=ds.count(), size=ds.size_bytes(), names=ds.schema().names,
+                          rows=sum(t.num_rows for t in ray.get(block_refs(ds))))
+
+        worker = threading.Thread(target=convert, daemon=True)
+        worker.start()
+        worker.join(90)
+        assert not worker.is_alive(), "from_spark waited for a free CPU in Ray"
+    finally:
+        if pg is not None:
+            remove_placement_group(pg)  # also lets a stuck conversion finish
+    assert result == {"count": 300_000, "size": 300_000 * 16, "names": ["a", "b"], "rows": 300_000}
+
+
+def _conversion_dirs() -> set:
+    return {d for d in os.listdir("/dev/shm") if d.startswith("ros-conv-")}
+
+
+def test_a_failing_job_raises_and_leaves_no_file_in_shared_memory(spark):
+    before = _conversion_dirs()
+    df = spark.range(0, 100_000, numPartitions=4).selectExpr("id AS a", "IF(id = 99999, raise_error('boom'), id) AS b")
+    with pytest.raises(Exception, match="boom"):
+        ray_on_spark.from_spark(df)
+    assert _conversion_dirs() == before
+    ds = ray_on_spark.from_spark(spark.range(0, 100_000, numPartitions=4).selectExpr("id AS a"))
+    assert ds.sum("a") == 99999 * 100000 // 2
+    assert _conversion_dirs() == before  # each file is deleted once its blocks are in the object store
 
 
 def test_batch_rows_aims_at_a_few_mib_within_bounds():
@@ -171,7 +226,14 @@ def _plasma_used_mib() -> int:
 
 def test_a_dataset_the_driver_drops_is_freed_while_the_session_runs(spark):
     """The block owners keep no reference of their own: repeated conversions do not pile up."""
-    before = _plasma_used_mib()
+    gc.collect()  # earlier tests' Datasets in reference cycles are freed now, not in the loop below
+    before, deadline = _plasma_used_mib(), time.monotonic() + 20
+    while time.monotonic() < deadline:  # freeing is asynchronous: wait until the usage settles
+        time.sleep(0.5)
+        now = _plasma_used_mib()
+        if now == before:
+            break
+        before = now
     for _ in range(3):
         ds = ray_on_spark.from_spark(spark.range(2_000_000, numPartitions=2).selectExpr("id AS a"))  # 16 MB
         assert ds.count() == 2_000_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -274,13 +275,15 @@ def test_requests_the_spark_cluster_cannot_meet_are_refused_before_start(spark, 
     assert ray_processes() == before
 
 
-def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark, no_ray_left):
+def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark, no_ray_left, caplog):
     """Ray on Spark mode: one worker node, so one Spark slot stays free for the conversion jobs."""
     ray_on_spark.setup_ray_cluster(max_worker_nodes=1, num_cpus_worker_node=1)
     try:
         ray.init()
         df = spark.range(30000, numPartitions=3).selectExpr("id AS a", "CAST(id AS STRING) AS s")
-        ds = ray_on_spark.from_spark(df)
+        with caplog.at_level(logging.DEBUG, logger="ray_on_spark.dataset"):
+            ds = ray_on_spark.from_spark(df)
+        assert "via Arrow files" in caplog.text  # the executors' JVMs wrote the blocks' files
         assert ds.count() == 30000
         assert ds.sum("a") == 29999 * 30000 // 2
         doubled = ds.map_batches(lambda b: {"a": b["a"] * 2, "s": b["s"]})  # lazy: runs on the Ray node

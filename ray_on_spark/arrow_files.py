@@ -1,0 +1,239 @@
+"""Spark -> Ray without Python workers: executors' JVMs write Arrow streams to shared memory.
+
+``from_spark``'s first path.  Each Spark task writes its partition -- Spark's own Arrow
+record-batch messages (``toArrowBatchRdd``) behind the schema message, i.e. an Arrow IPC
+stream -- to a file in ``/dev/shm`` (a private ``ros-conv-*`` directory), straight from
+the executor's JVM.  After the job, the :class:`~ray_on_spark.dataset.BlockOwner` on a Ray
+node of the same host maps each file, puts its batches into the object store as blocks
+it owns, and deletes the file.
+
+Why not through Python workers (the other path, kept as the fallback): the executor-to-
+Python socket, Python's ``ray.put`` and the owner's adopting copy cost more than Spark's
+Arrow encoding itself (measured, 80 MB of int64 on 2 executors: 0.37 s this way against
+0.50 s through Python workers); and a session's first conversion does not have to start
+Python workers and connect them to Ray (~1 s instead of ~4.5 s).
+
+The writer is ~40 lines of Java compiled at first use with Janino, the Java compiler that
+Spark itself ships and uses for code generation -- no JDK needed -- and handed to the
+executors with ``SparkContext.addJar``.  Spark classes are reached by reflection
+(``MethodHandles``): Janino, resolving them at compile time, would load classes whose
+optional dependencies (protobuf) Spark does not ship.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import uuid
+import zipfile
+from typing import Dict, List, Optional, Tuple
+
+from ray_on_spark import options
+
+logger = logging.getLogger(__name__)
+
+#: Switch: "0"/"off" makes from_spark use the Python-worker path only.
+ENV = "RAY_ON_SPARK_ARROW_FILES"
+SHM = "/dev/shm"
+DIR_PREFIX = "ros-conv-"
+CLASS_NAME = "RayOnSparkArrowFileWriter"
+
+JAVA_SOURCE = """
+public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.function.Function2 {
+    private static final long serialVersionUID = 1L;
+    private static final byte[] END = {(byte) 0xff, (byte) 0xff, (byte) 0xff, (byte) 0xff, 0, 0, 0, 0};
+    private final String dir;
+    private final byte[] schema;
+
+    public RayOnSparkArrowFileWriter(String dir, byte[] schema) {
+        this.dir = dir;
+        this.schema = schema;
+    }
+
+    private static Object call(String cls, String method, Class ret, Object self) throws Throwable {
+        java.lang.invoke.MethodHandles.Lookup lookup = java.lang.invoke.MethodHandles.publicLookup();
+        java.lang.invoke.MethodType type = java.lang.invoke.MethodType.methodType(ret);
+        if (self == null) {
+            return lookup.findStatic(Class.forName(cls), method, type).invokeWithArguments(new Object[0]);
+        }
+        return lookup.findVirtual(Class.forName(cls), method, type).invokeWithArguments(new Object[] {self});
+    }
+
+    private java.nio.file.Path privateDir() throws java.io.IOException {
+        java.nio.file.Path d = java.nio.file.Paths.get(dir);
+        try {
+            java.nio.file.Files.createDirectory(d, new java.nio.file.attribute.FileAttribute[] {
+                java.nio.file.attribute.PosixFilePermissions.asFileAttribute(
+                    java.nio.file.attribute.PosixFilePermissions.fromString("rwx------"))});
+        } catch (java.nio.file.FileAlreadyExistsException e) {
+            // another task of this conversion made it; check that it is ours and private
+        }
+        String me = System.getProperty("user.name");
+        String owner = java.nio.file.Files.getOwner(d, new java.nio.file.LinkOption[] {
+            java.nio.file.LinkOption.NOFOLLOW_LINKS}).getName();
+        java.util.Set perms = java.nio.file.Files.getPosixFilePermissions(d, new java.nio.file.LinkOption[] {
+            java.nio.file.LinkOption.NOFOLLOW_LINKS});
+        if (!owner.equals(me) || !java.nio.file.attribute.PosixFilePermissions.toString(perms).equals("rwx------")) {
+            throw new java.io.IOException(dir + " is not a private directory of " + me);
+        }
+        return d;
+    }
+
+    public Object call(Object index, Object messages) throws Exception {
+        try {
+            return write(((Integer) index).intValue(), (java.util.Iterator) messages);
+        } catch (Exception e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new RuntimeException(t);
+        }
+    }
+
+    private java.util.Iterator write(int index, java.util.Iterator messages) throws Throwable {
+        java.nio.file.Path d = privateDir();
+        Object ctx = call("org.apache.spark.TaskContext", "get", Class.forName("org.apache.spark.TaskContext"), null);
+        Object attempt = ctx == null ? (Object) Integer.valueOf(0)
+            : call("org.apache.spark.TaskContext", "attemptNumber", int.class, ctx);
+        String name = "part-" + index + "-" + attempt;
+        java.nio.file.Path partial = d.resolve(name + ".partial");
+        java.nio.file.Path done = d.resolve(name + ".arrows");
+        long bytes = 0;
+        java.io.OutputStream out = java.nio.file.Files.newOutputStream(partial, new java.nio.file.OpenOption[0]);
+        try {
+            out.write(schema);
+            while (messages.hasNext()) {
+                byte[] m = (byte[]) messages.next();
+                out.write(m);
+                bytes += m.length;
+            }
+            out.write(END);
+        } finally {
+            out.close();
+        }
+        java.nio.file.Files.move(partial, done, new java.nio.file.CopyOption[] {
+            java.nio.file.StandardCopyOption.ATOMIC_MOVE});
+        String host = (String) call("org.apache.spark.util.Utils", "localHostName", String.class, null);
+        java.util.List result = new java.util.ArrayList();
+        result.add(index + "\\t" + host + "\\t" + done + "\\t" + bytes);
+        return result.iterator();
+    }
+}
+"""
+
+_LOCK = threading.Lock()
+_WRITERS: Dict[int, object] = {}  # id(JavaSparkContext) -> the writer class, loaded in the driver JVM
+
+
+def enabled() -> bool:
+    return options.switched_on(os.environ.get(ENV)) and os.path.isdir(SHM) and os.access(SHM, os.W_OK)
+
+
+def jar_path() -> str:
+    """The writer's jar, content-addressed in the user's cache (made once, reused by every session)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = hashlib.sha256(JAVA_SOURCE.encode()).hexdigest()[:16]
+    return os.path.join(base, "ray_on_spark", "jars", f"arrow-file-writer-{digest}.jar")
+
+
+def writer_class(sc):
+    """The writer class in the driver's JVM; compiled, jarred and given to the executors once per SparkContext."""
+    key = id(sc._jsc)
+    with _LOCK:
+        if key not in _WRITERS:
+            compiler = sc._jvm.org.codehaus.janino.SimpleCompiler()
+            compiler.cook(JAVA_SOURCE)
+            path = jar_path()
+            if not os.path.exists(path):
+                codes = compiler.getBytecodes()
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+                with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w") as z:
+                    for name in codes.keySet():
+                        z.writestr(name.replace(".", "/") + ".class", bytes(codes.get(name)))
+                os.replace(tmp, path)  # atomic: a concurrent driver sees a whole jar or none
+            sc._jsc.addJar(path)  # executors fetch it before their next task
+            _WRITERS.clear()  # one SparkContext at a time: drop a stopped one's class
+            _WRITERS[key] = compiler.getClassLoader().loadClass(CLASS_NAME)
+        return _WRITERS[key]
+
+
+def fits(df, free: Optional[int] = None) -> bool:
+    """Whether Spark's size estimate of ``df`` leaves half of /dev/shm free (the data sits there briefly)."""
+    if free is None:
+        free = shutil.disk_usage(SHM).free
+    try:
+        estimate = int(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes().toString())
+    except Exception as e:  # no estimate: assume it fits, as Spark's own planner would
+        logger.debug("no size estimate: %s", e)
+        return True
+    return 2 * estimate <= free
+
+
+def new_directory() -> str:
+    """A conversion's directory name on every executor host (made there, private, by the first task)."""
+    return os.path.join(SHM, f"{DIR_PREFIX}{os.getuid()}-{uuid.uuid4().hex}")
+
+
+def write_partitions(df, schema, directory: str) -> List[Tuple[int, str, str, int]]:
+    """Run the Spark job: each task writes its partition as an Arrow stream file in ``directory``.
+
+    Returns, per partition, (index, host, path, bytes).
+    """
+    sc = df.sparkSession.sparkContext
+    jvm = sc._jvm
+    cls = writer_class(sc)
+    args = sc._gateway.new_array(jvm.java.lang.Object, 2)
+    args[0] = directory
+    args[1] = bytearray(schema.serialize().to_pybytes())
+    writer = cls.getConstructors()[0].newInstance(args)
+    from ray_on_spark.dataset import arrow_batch_rdd
+
+    jrdd = jvm.org.apache.spark.api.java.JavaRDD.fromRDD(arrow_batch_rdd(df), jvm.scala.reflect.ClassTag.Any())
+    lines = jrdd.mapPartitionsWithIndex(writer, False).collect()
+    out = []
+    for line in lines:
+        index, host, path, nbytes = str(line).split("\t")
+        out.append((int(index), host, path, int(nbytes)))
+    return sorted(out)
+
+
+LOOPBACK = "loopback"
+
+
+def host_nodes() -> Dict[str, str]:
+    """Ray's alive nodes by IP address, one node id per host (any node there can read the files).
+
+    Executors bound to a loopback address run on the driver's host: key ``LOOPBACK`` is the
+    node this driver is connected to.
+    """
+    import ray
+
+    out: Dict[str, str] = {}
+    for n in ray.nodes():
+        if n.get("Alive"):
+            out.setdefault(n["NodeManagerAddress"], n["NodeID"])
+    out[LOOPBACK] = ray.get_runtime_context().get_node_id()
+    return out
+
+
+def node_for(host: str, nodes: Dict[str, str]) -> Optional[str]:
+    """The Ray node on Spark's executor ``host`` (an IP or a name), or None."""
+    if host in nodes:
+        return nodes[host]
+    try:
+        ip = socket.gethostbyname(host)
+    except OSError:
+        return None
+    if ip.startswith("127.") or host == "localhost":
+        return nodes.get(LOOPBACK)
+    return nodes.get(ip)
+
+
+def remove_local(directory: str) -> None:
+    """Remove a conversion's directory on this host (the driver's), if it is there."""
+    shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,27 @@
+"""Pure logic of the JVM Arrow-file path of from_spark (no Spark, no Ray)."""
+
+from __future__ import annotations
+
+from ray_on_spark import arrow_files
+
+
+def test_executor_hosts_map_to_a_ray_node_on_that_host():
+    nodes = {"10.0.0.5": "n5", "10.0.0.6": "n6", arrow_files.LOOPBACK: "driver-node"}
+    assert arrow_files.node_for("10.0.0.6", nodes) == "n6"
+    assert arrow_files.node_for("127.0.0.1", nodes) == "driver-node"  # bound to loopback: the driver's host
+    assert arrow_files.node_for("localhost", nodes) == "driver-node"
+    assert arrow_files.node_for("10.0.0.9", nodes) is None  # no Ray node there: from_spark uses Python workers
+    assert arrow_files.node_for("no-such-host.invalid", nodes) is None
+
+
+def test_the_jar_is_named_by_its_source_in_the_users_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = arrow_files.jar_path()
+    assert path.startswith(str(tmp_path / "ray_on_spark" / "jars"))
+    monkeypatch.setattr(arrow_files, "JAVA_SOURCE", arrow_files.JAVA_SOURCE + "\n// changed")
+    assert arrow_files.jar_path() != path  # a changed writer is a new jar, never a stale one
+
+
+def test_the_switch_turns_the_path_off(monkeypatch):
+    monkeypatch.setenv(arrow_files.ENV, "0")
+    assert not arrow_files.enabled()
