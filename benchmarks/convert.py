@@ -3,7 +3,10 @@
 One run, on Spark on Ray (``init_spark``, 2 executors x 1 core x 1 GB, local Ray with 4
 CPUs), with the workloads of ``workloads.py``:
 
-* ours, Spark -> Ray : ``from_spark(df)`` (blocks made in the executors' object store);
+* ours, Spark -> Ray : ``from_spark(df)`` (each executor JVM writes its partitions as Arrow stream
+                       files in /dev/shm, and its node's block owner puts them into the object
+                       store); also its fallback path through Python workers
+                       (``RAY_ON_SPARK_ARROW_FILES=0``);
 * ours, Ray -> Spark : ``to_spark(ds, spark)`` plus one job that counts and reads every value;
 * driver path        : ``df.toArrow()`` (``_collect_as_arrow``) -> ``ray.data.from_arrow``, and back with
                        ``spark.createDataFrame(arrow_table)`` plus the same job;
@@ -15,8 +18,8 @@ CPUs), with the workloads of ``workloads.py``:
                        in its own venv (``raydp_side.py convert``).
 
 The DataFrame is generated and cached before timing.  Our and the driver's figures are the
-median of ``--reps`` warm runs (the first, cold conversion is reported apart: it connects
-each executor's Python worker to Ray); RayDP's is its single run.  The driver's peak RSS
+median of ``--reps`` warm runs (the first, cold conversion is reported apart: it compiles
+the JVM writer, the executors fetch it, the block owner starts); RayDP's is its single run.  The driver's peak RSS
 growth during our two conversions is measured in a separate process at ``--rss-rows`` rows
 (default 10**8, 800 MB).  MB = 1e6 bytes.  Last line: JSON with ``from_spark_mb_s``,
 ``to_spark_mb_s``, ``driver_from_mb_s``, ``driver_to_mb_s``, ``driver_rss_growth_mb_at_1e8``.
@@ -131,6 +134,7 @@ def side_ours(rows: int, reps: int, mixed: bool) -> dict:
             assert res["n"] == rows
             return res
 
+        from ray_on_spark import arrow_files
         from ray_on_spark.dataset import _arrow_batches
 
         def encode_only():  # executors encode every partition (from_spark's batches); nothing leaves the JVM
@@ -139,16 +143,25 @@ def side_ours(rows: int, reps: int, mixed: bool) -> dict:
         def to_python_only():  # ... and hand every batch to a Python worker, which drops it
             _arrow_batches(df).mapPartitions(lambda it: [sum(len(m) for m in it)]).collect()
 
+        def ours_from_via_python():  # from_spark's fallback path
+            os.environ[arrow_files.ENV] = "0"
+            try:
+                return ours_from()
+            finally:
+                del os.environ[arrow_files.ENV]
+
         cold_from, ds = _timed(ours_from)
         cold_to, _ = _timed(lambda: ours_to(ds))
         nbytes = rows * 8 if not mixed else int(ds.size_bytes())
         _timed(driver_from)  # the driver path's own first (cold) run, not counted
-        runs = {"from": [], "to": [], "dfrom": [], "dto": [], "encode": [], "python": []}
+        runs = {"from": [], "to": [], "dfrom": [], "dto": [], "encode": [], "python": [], "from_py": []}
         _timed(encode_only)
         _timed(to_python_only)
+        _timed(ours_from_via_python)
         for _ in range(reps):
             runs["encode"].append(_timed(encode_only)[0])
             runs["python"].append(_timed(to_python_only)[0])
+            runs["from_py"].append(_timed(ours_from_via_python)[0])
             t, ds = _timed(ours_from)
             runs["from"].append(t)
             runs["to"].append(_timed(lambda: ours_to(ds))[0])
@@ -166,6 +179,8 @@ def side_ours(rows: int, reps: int, mixed: bool) -> dict:
             "cold_from_spark_mb_s": round(mb / cold_from, 1), "cold_to_spark_mb_s": round(mb / cold_to, 1),
             "spark_arrow_encode_s": round(med["encode"], 3), "spark_arrow_encode_mb_s": round(mb / med["encode"], 1),
             "to_python_workers_s": round(med["python"], 3), "to_python_workers_mb_s": round(mb / med["python"], 1),
+            "from_spark_via_python_s": round(med["from_py"], 3),
+            "from_spark_via_python_mb_s": round(mb / med["from_py"], 1),
         }
     finally:
         ray_on_spark.stop_spark()
@@ -208,7 +223,7 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--mixed-rows", type=int, default=1_000_000)
     p.add_argument("--rss-rows", type=int, default=100_000_000)
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=5)
     p.add_argument("--raydp", action="store_true", help="also run RayDP 1.6.5 (separate venv)")
     p.add_argument("--side", choices=["ours", "rss"], help=argparse.SUPPRESS)
     p.add_argument("--mixed", action="store_true", help=argparse.SUPPRESS)
@@ -241,6 +256,7 @@ def main(argv=None) -> int:
     print(f"\n{'MB/s':<28}{'Spark->Ray':>12}{'Ray->Spark':>12}")
     rows_out = [("ours (warm)", int64["from_spark_mb_s"], int64["to_spark_mb_s"]),
                 ("ours (cold, first call)", int64["cold_from_spark_mb_s"], int64["cold_to_spark_mb_s"]),
+                ("ours via Python workers", int64["from_spark_via_python_mb_s"], "-"),
                 ("driver path", int64["driver_from_mb_s"], int64["driver_to_mb_s"])]
     if raydp:
         rows_out.append(("RayDP 1.6.5", raydp["from_spark_mb_s"], raydp["to_spark_mb_s"]))
@@ -253,7 +269,8 @@ def main(argv=None) -> int:
     ceiling = round(int64["driver_from_s"] / int64["spark_arrow_encode_s"], 2)
     py_ceiling = round(int64["driver_from_s"] / int64["to_python_workers_s"], 2)
     print(f"\nFloors of Spark->Ray, int64 (s): Spark's Arrow encoding alone {int64['spark_arrow_encode_s']}; "
-          f"+ hand-over to Python workers {int64['to_python_workers_s']}; from_spark {int64['from_spark_s']}; "
+          f"+ hand-over to Python workers {int64['to_python_workers_s']}; from_spark {int64['from_spark_s']} "
+          f"(via Python workers {int64['from_spark_via_python_s']}); "
           f"driver path {int64['driver_from_s']}.\nSo no path built on Spark's Arrow encoding can beat the driver "
           f"path by more than {ceiling}x here, and none through Python workers by more than {py_ceiling}x.")
     result = {
@@ -261,6 +278,8 @@ def main(argv=None) -> int:
         "from_spark_mb_s": int64["from_spark_mb_s"], "to_spark_mb_s": int64["to_spark_mb_s"],
         "driver_from_mb_s": int64["driver_from_mb_s"], "driver_to_mb_s": int64["driver_to_mb_s"],
         "from_ratio_vs_driver": round(int64["from_spark_mb_s"] / int64["driver_from_mb_s"], 2),
+        "from_spark_via_python_mb_s": int64["from_spark_via_python_mb_s"],
+        "mixed_from_ratio_vs_driver": round(mixed["from_spark_mb_s"] / mixed["driver_from_mb_s"], 2),
         "to_ratio_vs_driver": round(int64["to_spark_mb_s"] / int64["driver_to_mb_s"], 2),
         "cold_from_spark_mb_s": int64["cold_from_spark_mb_s"], "cold_to_spark_mb_s": int64["cold_to_spark_mb_s"],
         "spark_arrow_encode_mb_s": int64["spark_arrow_encode_mb_s"], "from_ratio_ceiling_vs_driver": ceiling,

@@ -99,6 +99,23 @@ class BlockOwner:
     object is; and it is freed at once when this actor dies (``cleanup_data=True``).
     """
 
+    def __init__(self):
+        self._watches: Dict[str, "_Watch"] = {}
+
+    def watch(self, directory: str, block_bytes: int) -> None:
+        """Load the files of a conversion as its tasks finish them, while the Spark job still runs."""
+        self._watches[directory] = _Watch(self, directory, block_bytes)
+
+    def collect(self, directory: str, paths: List[str], block_bytes: int) -> List[list]:
+        """The blocks of each of ``paths`` (the job's successful tasks' files); the watch ends.
+
+        A file the watch has not loaded yet is loaded now; blocks of other files (a failed
+        or speculative task attempt's) are dropped, which frees them.
+        """
+        watch = self._watches.pop(directory, None)
+        loaded = watch.stop() if watch is not None else {}
+        return [loaded[path] if path in loaded else self.load(path, block_bytes) for path in paths]
+
     def load(self, path: str, block_bytes: int) -> list:
         """Put an Arrow stream file that a Spark executor on this host wrote (arrow_files) as our blocks.
 
@@ -134,6 +151,9 @@ class BlockOwner:
         """Remove a conversion's file directory on this host (what a failed or retried task left)."""
         import shutil
 
+        watch = self._watches.pop(directory, None)
+        if watch is not None:
+            watch.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
     def adopt(self, block) -> list:
@@ -144,6 +164,50 @@ class BlockOwner:
 
     def ping(self) -> bool:
         return True
+
+
+class _Watch:
+    """A thread in a BlockOwner that loads a conversion's finished files as they appear.
+
+    A task renames its file to ``*.arrows`` once it is complete, so any such file can be
+    loaded. Loading while the job runs takes the copy into the object store off the
+    conversion's critical path.
+    """
+
+    POLL_S = 0.005
+
+    def __init__(self, owner: BlockOwner, directory: str, block_bytes: int):
+        self.owner, self.directory, self.block_bytes = owner, directory, block_bytes
+        self.loaded: Dict[str, list] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ros-arrow-files", daemon=True)
+        self._thread.start()
+
+    def _ready(self) -> List[str]:
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:  # no task has started yet
+            return []
+        paths = (os.path.join(self.directory, n) for n in sorted(names) if n.endswith(".arrows"))
+        return [p for p in paths if p not in self.loaded]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            for path in self._ready():
+                if self._stop.is_set():
+                    return
+                try:
+                    self.loaded[path] = self.owner.load(path, self.block_bytes)
+                except (OSError, ValueError) as e:  # removed under us (a failed job): collect reports it
+                    logger.debug("arrow file %s: %s", path, e)
+                    return
+
+    def stop(self) -> Dict[str, list]:
+        """End the thread (after the file it is loading) and return what it loaded, by path."""
+        self._stop.set()
+        self._thread.join(timeout=300)
+        loaded, self.loaded = self.loaded, {}  # the caller's now: dropping it frees those blocks at once
+        return loaded
 
 
 @dataclass(frozen=True)
@@ -465,10 +529,17 @@ def _write_and_load(df, schema, holder: "Holder", block_bytes: int) -> Optional[
 
     directory = arrow_files.new_directory()
     try:
+        # Each host's owner loads the files while the job runs; then it hands over the blocks.
+        ray.get([owner(arrow_files.node_for(h, nodes)).watch.remote(directory, block_bytes) for h in hosts])
         parts = arrow_files.write_partitions(df, schema, directory)
-        loads = [owner(arrow_files.node_for(host, nodes)).load.remote(path, block_bytes)
-                 for _, host, path, _ in parts]
-        return [block for loaded in ray.get(loads) for block in loaded]
+        by_node: Dict[str, List[str]] = {}
+        for _, host, path, _ in parts:
+            by_node.setdefault(arrow_files.node_for(host, nodes), []).append(path)
+        nodes_paths = list(by_node.items())
+        collected = ray.get([owner(node).collect.remote(directory, paths, block_bytes) for node, paths in nodes_paths])
+        blocks_of = {path: blocks for (_, paths), per_path in zip(nodes_paths, collected)
+                     for path, blocks in zip(paths, per_path)}
+        return [block for _, _, path, _ in parts for block in blocks_of[path]]  # in partition order
     finally:  # retried or failed tasks' files, on every executor host
         ray.get([owner(arrow_files.node_for(h, nodes)).remove_dir.remote(directory) for h in hosts])
         arrow_files.remove_local(directory)
