@@ -18,7 +18,7 @@ CPUs), with the workloads of ``workloads.py``:
                        in its own venv (``raydp_side.py convert``).
 
 The DataFrame is generated and cached before timing.  Our and the driver's figures are the
-median of ``--reps`` warm runs (the first, cold conversion is reported apart: it compiles
+median of ``--reps`` warm runs after two untimed ones (the first, cold conversion is reported apart: it compiles
 the JVM writer, the executors fetch it, the block owner starts); RayDP's is its single run.  The driver's peak RSS
 growth during our two conversions is measured in a separate process at ``--rss-rows`` rows
 (default 10**8, 800 MB).  MB = 1e6 bytes.  Last line: JSON with ``from_spark_mb_s``,
@@ -158,6 +158,9 @@ def side_ours(rows: int, reps: int, mixed: bool) -> dict:
         _timed(encode_only)
         _timed(to_python_only)
         _timed(ours_from_via_python)
+        for _ in range(2):  # one more untimed round of each side, so every code path is as warm as the others
+            ours_to(ours_from())
+            driver_to(driver_from())
         for _ in range(reps):
             runs["encode"].append(_timed(encode_only)[0])
             runs["python"].append(_timed(to_python_only)[0])

@@ -1,12 +1,16 @@
 """Spark DataFrame <-> Ray Dataset through Ray's object store, never through the driver.
 
-Spark -> Ray (:func:`from_spark`): each Spark task (``mapInArrow``) connects its Python
-worker to Ray and puts its partition's Arrow record batches into the object store of its
-own node as blocks of about ``BLOCK_BYTES``; a long-lived :class:`BlockOwner` actor on the
-same node adopts each block (Ray >= 2.56 has no ``ray.put(_owner=...)``), and the task
-hands the references to the *holder*.  The driver then takes the references from the
-holder and builds a ``ray.data`` Dataset from them: the data never passes through the
-driver, and it outlives the Spark tasks that made it.
+Spark -> Ray (:func:`from_spark`): every Spark task takes its partition in Spark's own Arrow
+encoding (``toArrowBatchRdd``).  First path (:mod:`ray_on_spark.arrow_files`): the
+executor's JVM writes it as an Arrow stream file in ``/dev/shm``, and a long-lived
+:class:`BlockOwner` actor on a Ray node of that host maps the file and puts its batches
+into the object store as blocks of about ``BLOCK_BYTES`` that it owns -- while the job
+still runs.  Fallback path (no ``/dev/shm`` room, an executor host without a Ray node, the
+writer unavailable, or ``RAY_ON_SPARK_ARROW_FILES=0``): the task's Python worker connects to
+Ray, puts the blocks into its node's object store, and the node's BlockOwner adopts them
+(Ray >= 2.56 has no ``ray.put(_owner=...)``).  Either way the driver gets only object
+references and each block's size, and builds the Dataset from them: the data never passes
+through the driver, and it outlives the Spark tasks that made it.
 
 Ray -> Spark (:func:`to_spark`): the driver gives the Dataset's block references to the
 holder; a DataFrame of ``n`` partitions is defined whose task ``i`` asks the holder for
@@ -89,9 +93,10 @@ class BlockOwner:
     """Owns the blocks made on one node (a Ray actor pinned to that node, a child of the holder).
 
     Ray 2.56 removed ``ray.put(..., _owner=...)``, so an object is owned by the process
-    that put it -- and a Spark task's Python worker does not live long enough.  The task
-    puts its block into its node's object store, and this actor, on the same node, adopts
-    it: it maps the block (zero-copy) and puts it again as its own, a local memory copy.
+    that put it, and neither an executor's JVM nor a Spark task's Python worker lives long
+    enough.  This actor puts the blocks itself: from the Arrow files an executor on its
+    host wrote (:meth:`watch`, :meth:`collect`), or, on the fallback path, by adopting a
+    block a task's Python worker put on this node (it maps it zero-copy and puts it again).
 
     It keeps no reference of its own.  As the owner it counts everyone who borrows a
     block (the task, the holder, then the driver's Dataset), so a block lives while a
@@ -481,8 +486,9 @@ def from_spark(df, block_bytes: int = BLOCK_BYTES):
 
     Needs a connected Ray (``ray.init()``) whose nodes run the Spark executors (true in
     both modes).  The Dataset's blocks are owned by the holder's block owners (module doc).
+    Spark's estimate of the DataFrame's size must leave half of ``/dev/shm`` free for the
+    executors' JVMs to write it there; otherwise it goes through Python workers.
     """
-    import ray
     from pyspark.sql.pandas.types import to_arrow_schema
 
     _require_ray()
