@@ -45,8 +45,9 @@ CLASS_NAME = "RayOnSparkArrowFileWriter"
 
 JAVA_SOURCE = """
 public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.function.Function2 {
-    private static final long serialVersionUID = 1L;
+    private static final long serialVersionUID = 2L;
     private static final byte[] END = {(byte) 0xff, (byte) 0xff, (byte) 0xff, (byte) 0xff, 0, 0, 0, 0};
+    private static final java.nio.file.LinkOption[] NOFOLLOW = {java.nio.file.LinkOption.NOFOLLOW_LINKS};
     private final String dir;
     private final byte[] schema;
 
@@ -64,22 +65,19 @@ public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.func
         return lookup.findVirtual(Class.forName(cls), method, type).invokeWithArguments(new Object[] {self});
     }
 
+    /** The conversion's directory, made (0700) on this host by the block owner before the job. */
     private java.nio.file.Path privateDir() throws java.io.IOException {
         java.nio.file.Path d = java.nio.file.Paths.get(dir);
-        try {
-            java.nio.file.Files.createDirectory(d, new java.nio.file.attribute.FileAttribute[] {
-                java.nio.file.attribute.PosixFilePermissions.asFileAttribute(
-                    java.nio.file.attribute.PosixFilePermissions.fromString("rwx------"))});
-        } catch (java.nio.file.FileAlreadyExistsException e) {
-            // another task of this conversion made it; check that it is ours and private
+        if (!java.nio.file.Files.isDirectory(d, NOFOLLOW)) {
+            throw new java.io.IOException(dir + " does not exist: the conversion has ended, or this host has no "
+                + "Ray node to load the data (set RAY_ON_SPARK_ARROW_FILES=0 to convert through Python workers)");
         }
-        String me = System.getProperty("user.name");
-        String owner = java.nio.file.Files.getOwner(d, new java.nio.file.LinkOption[] {
-            java.nio.file.LinkOption.NOFOLLOW_LINKS}).getName();
-        java.util.Set perms = java.nio.file.Files.getPosixFilePermissions(d, new java.nio.file.LinkOption[] {
-            java.nio.file.LinkOption.NOFOLLOW_LINKS});
+        Object owner = java.nio.file.Files.getAttribute(d, "unix:uid", NOFOLLOW);
+        Object me = java.nio.file.Files.getAttribute(java.nio.file.Paths.get("/proc/self"), "unix:uid",
+            new java.nio.file.LinkOption[0]);
+        java.util.Set perms = java.nio.file.Files.getPosixFilePermissions(d, NOFOLLOW);
         if (!owner.equals(me) || !java.nio.file.attribute.PosixFilePermissions.toString(perms).equals("rwx------")) {
-            throw new java.io.IOException(dir + " is not a private directory of " + me);
+            throw new java.io.IOException(dir + " is not a private directory of uid " + me);
         }
         return d;
     }
@@ -97,36 +95,43 @@ public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.func
     private java.util.Iterator write(int index, java.util.Iterator messages) throws Throwable {
         java.nio.file.Path d = privateDir();
         Object ctx = call("org.apache.spark.TaskContext", "get", Class.forName("org.apache.spark.TaskContext"), null);
-        Object attempt = ctx == null ? (Object) Integer.valueOf(0)
-            : call("org.apache.spark.TaskContext", "attemptNumber", int.class, ctx);
+        Object attempt = ctx == null ? (Object) Long.valueOf(0L)
+            : call("org.apache.spark.TaskContext", "taskAttemptId", long.class, ctx);  // unique in the application
         String name = "part-" + index + "-" + attempt;
         java.nio.file.Path partial = d.resolve(name + ".partial");
         java.nio.file.Path done = d.resolve(name + ".arrows");
-        long bytes = 0;
-        java.io.OutputStream out = java.nio.file.Files.newOutputStream(partial, new java.nio.file.OpenOption[0]);
+        boolean complete = false;
+        java.io.OutputStream out = java.nio.file.Files.newOutputStream(partial, new java.nio.file.OpenOption[] {
+            java.nio.file.StandardOpenOption.CREATE_NEW, java.nio.file.StandardOpenOption.WRITE,
+            java.nio.file.LinkOption.NOFOLLOW_LINKS});
         try {
-            out.write(schema);
-            while (messages.hasNext()) {
-                byte[] m = (byte[]) messages.next();
-                out.write(m);
-                bytes += m.length;
+            try {
+                out.write(schema);
+                while (messages.hasNext()) {
+                    out.write((byte[]) messages.next());
+                }
+                out.write(END);
+            } finally {
+                out.close();
             }
-            out.write(END);
+            java.nio.file.Files.move(partial, done, new java.nio.file.CopyOption[] {
+                java.nio.file.StandardCopyOption.ATOMIC_MOVE});
+            complete = true;
         } finally {
-            out.close();
+            if (!complete) {
+                java.nio.file.Files.deleteIfExists(partial);  // a failed attempt leaves nothing in memory
+            }
         }
-        java.nio.file.Files.move(partial, done, new java.nio.file.CopyOption[] {
-            java.nio.file.StandardCopyOption.ATOMIC_MOVE});
         String host = (String) call("org.apache.spark.util.Utils", "localHostName", String.class, null);
         java.util.List result = new java.util.ArrayList();
-        result.add(index + "\\t" + host + "\\t" + done + "\\t" + bytes);
+        result.add(index + "\\t" + host + "\\t" + done);
         return result.iterator();
     }
 }
 """
 
 _LOCK = threading.Lock()
-_WRITERS: Dict[int, object] = {}  # id(JavaSparkContext) -> the writer class, loaded in the driver JVM
+_WRITER: List[object] = []  # [JavaSparkContext, the writer class loaded in the driver JVM]: the current one
 
 
 def enabled() -> bool:
@@ -142,9 +147,8 @@ def jar_path() -> str:
 
 def writer_class(sc):
     """The writer class in the driver's JVM; compiled, jarred and given to the executors once per SparkContext."""
-    key = id(sc._jsc)
     with _LOCK:
-        if key not in _WRITERS:
+        if not _WRITER or _WRITER[0] is not sc._jsc:  # a new SparkContext needs the jar added again
             compiler = sc._jvm.org.codehaus.janino.SimpleCompiler()
             compiler.cook(JAVA_SOURCE)
             path = jar_path()
@@ -157,21 +161,31 @@ def writer_class(sc):
                         z.writestr(name.replace(".", "/") + ".class", bytes(codes.get(name)))
                 os.replace(tmp, path)  # atomic: a concurrent driver sees a whole jar or none
             sc._jsc.addJar(path)  # executors fetch it before their next task
-            _WRITERS.clear()  # one SparkContext at a time: drop a stopped one's class
-            _WRITERS[key] = compiler.getClassLoader().loadClass(CLASS_NAME)
-        return _WRITERS[key]
+            _WRITER[:] = [sc._jsc, compiler.getClassLoader().loadClass(CLASS_NAME)]
+        return _WRITER[1]
 
 
-def fits(df, free: Optional[int] = None) -> bool:
-    """Whether Spark's size estimate of ``df`` leaves half of /dev/shm free (the data sits there briefly)."""
-    if free is None:
-        free = shutil.disk_usage(SHM).free
+def room(shm_free: int, object_store_unused: int) -> int:
+    """Bytes of /dev/shm the files may use: what is free, less what Ray's object store may still take.
+
+    Ray's object store is a file in /dev/shm too, and tmpfs counts its pages only as they are
+    used, so its unused capacity must stay free (a full tmpfs is a SIGBUS in Ray).
+    """
+    return max(0, shm_free - object_store_unused)
+
+
+def fits(estimate: int, room_bytes: int) -> bool:
+    """Whether Spark's size estimate of the data is at most half the room (files live only until loaded)."""
+    return 2 * estimate <= room_bytes
+
+
+def size_estimate(df) -> int:
+    """Spark's estimate of ``df``'s size in bytes (0 when it has none, as Spark's own planner would assume small)."""
     try:
-        estimate = int(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes().toString())
-    except Exception as e:  # no estimate: assume it fits, as Spark's own planner would
+        return int(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes().toString())
+    except Exception as e:
         logger.debug("no size estimate: %s", e)
-        return True
-    return 2 * estimate <= free
+        return 0
 
 
 def new_directory() -> str:
@@ -179,10 +193,11 @@ def new_directory() -> str:
     return os.path.join(SHM, f"{DIR_PREFIX}{os.getuid()}-{uuid.uuid4().hex}")
 
 
-def write_partitions(df, schema, directory: str) -> List[Tuple[int, str, str, int]]:
+def write_partitions(df, schema, directory: str) -> List[Tuple[int, str, str]]:
     """Run the Spark job: each task writes its partition as an Arrow stream file in ``directory``.
 
-    Returns, per partition, (index, host, path, bytes).
+    ``directory`` must exist on every executor host (the block owners' ``watch`` makes it).
+    Returns, per partition, (index, host, path).
     """
     sc = df.sparkSession.sparkContext
     jvm = sc._jvm
@@ -197,8 +212,8 @@ def write_partitions(df, schema, directory: str) -> List[Tuple[int, str, str, in
     lines = jrdd.mapPartitionsWithIndex(writer, False).collect()
     out = []
     for line in lines:
-        index, host, path, nbytes = str(line).split("\t")
-        out.append((int(index), host, path, int(nbytes)))
+        index, host, path = str(line).split("\t")
+        out.append((int(index), host, path))
     return sorted(out)
 
 
@@ -219,6 +234,21 @@ def host_nodes() -> Dict[str, str]:
             out.setdefault(n["NodeManagerAddress"], n["NodeID"])
     out[LOOPBACK] = ray.get_runtime_context().get_node_id()
     return out
+
+
+def object_store_bytes_by_node() -> Dict[str, int]:
+    """For every alive node: the object store capacity of all the nodes on its host (its IP).
+
+    Several Ray nodes can share a host, and so its /dev/shm: all their stores count there.
+    """
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    by_ip: Dict[str, int] = {}
+    for n in alive:
+        ip = n["NodeManagerAddress"]
+        by_ip[ip] = by_ip.get(ip, 0) + int(n.get("Resources", {}).get("object_store_memory", 0))
+    return {n["NodeID"]: by_ip[n["NodeManagerAddress"]] for n in alive}
 
 
 def node_for(host: str, nodes: Dict[str, str]) -> Optional[str]:

@@ -107,9 +107,19 @@ class BlockOwner:
     def __init__(self):
         self._watches: Dict[str, "_Watch"] = {}
 
-    def watch(self, directory: str, block_bytes: int) -> None:
-        """Load the files of a conversion as its tasks finish them, while the Spark job still runs."""
-        self._watches[directory] = _Watch(self, directory, block_bytes)
+    def watch(self, directory: str, block_bytes: int) -> int:
+        """Make the conversion's private directory on this host and load its files as tasks finish them.
+
+        Returns the bytes free in /dev/shm here. The executors' writer refuses to make the
+        directory itself, so a task attempt that runs after the conversion ended (a late
+        speculative copy, a zombie of a failed job) cannot leave a file behind.
+        """
+        import shutil
+
+        if directory not in self._watches:
+            os.mkdir(directory, 0o700)
+            self._watches[directory] = _Watch(self, directory, block_bytes)
+        return shutil.disk_usage(os.path.dirname(directory)).free
 
     def collect(self, directory: str, paths: List[str], block_bytes: int) -> List[list]:
         """The blocks of each of ``paths`` (the job's successful tasks' files); the watch ends.
@@ -118,7 +128,7 @@ class BlockOwner:
         or speculative task attempt's) are dropped, which frees them.
         """
         watch = self._watches.pop(directory, None)
-        loaded = watch.stop() if watch is not None else {}
+        loaded = watch.stop() if watch is not None else {}  # raises what the watch's loading raised
         return [loaded[path] if path in loaded else self.load(path, block_bytes) for path in paths]
 
     def load(self, path: str, block_bytes: int) -> list:
@@ -138,18 +148,16 @@ class BlockOwner:
             blocks.append((ray.put(table), table.num_rows, table.nbytes))
             pending, size = [], 0
 
-        try:
-            with pa.memory_map(path) as source:
-                reader = pa.ipc.open_stream(source)
-                for batch in reader:
-                    pending.append(batch)
-                    size += batch.nbytes
-                    if size >= block_bytes:
-                        flush(reader.schema)
-                if pending:
+        with pa.memory_map(path) as source:
+            reader = pa.ipc.open_stream(source)
+            for batch in reader:
+                pending.append(batch)
+                size += batch.nbytes
+                if size >= block_bytes:
                     flush(reader.schema)
-        finally:
-            os.unlink(path)
+            if pending:
+                flush(reader.schema)
+        os.unlink(path)  # (a file that failed to load stays for remove_dir)
         return blocks
 
     def remove_dir(self, directory: str) -> None:
@@ -158,7 +166,10 @@ class BlockOwner:
 
         watch = self._watches.pop(directory, None)
         if watch is not None:
-            watch.stop()
+            try:
+                watch.stop()
+            except Exception as e:  # the conversion has failed already; its error is the one to report
+                logger.debug("arrow files of %s: %s", directory, e)
         shutil.rmtree(directory, ignore_errors=True)
 
     def adopt(self, block) -> list:
@@ -180,10 +191,12 @@ class _Watch:
     """
 
     POLL_S = 0.005
+    JOIN_S = 300.0
 
     def __init__(self, owner: BlockOwner, directory: str, block_bytes: int):
         self.owner, self.directory, self.block_bytes = owner, directory, block_bytes
         self.loaded: Dict[str, list] = {}
+        self.error: Optional[BaseException] = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ros-arrow-files", daemon=True)
         self._thread.start()
@@ -203,14 +216,18 @@ class _Watch:
                     return
                 try:
                     self.loaded[path] = self.owner.load(path, self.block_bytes)
-                except (OSError, ValueError) as e:  # removed under us (a failed job): collect reports it
-                    logger.debug("arrow file %s: %s", path, e)
+                except BaseException as e:  # kept for stop() to raise: the conversion fails with it
+                    self.error = e
                     return
 
     def stop(self) -> Dict[str, list]:
         """End the thread (after the file it is loading) and return what it loaded, by path."""
         self._stop.set()
-        self._thread.join(timeout=300)
+        self._thread.join(timeout=self.JOIN_S)
+        if self._thread.is_alive():
+            raise RuntimeError(f"loading the Arrow files of {self.directory} took over {self.JOIN_S:.0f}s")
+        if self.error is not None:
+            raise self.error
         loaded, self.loaded = self.loaded, {}  # the caller's now: dropping it frees those blocks at once
         return loaded
 
@@ -381,17 +398,16 @@ def _put_partition(access: RayAccess, conversion: str, block_bytes: int, schema)
 
         holder = access.connect()
         owner = access.local_owner(holder)
-        blocks, pending, size, rows = [], [], 0, 0
+        adoptions, sizes, pending, size, rows = [], [], [], 0, 0
 
         def flush():
             nonlocal pending, size
             if pending:
                 table = pa.Table.from_batches(pending, schema=schema)
-                # The adoption runs while this task goes on: the pending call keeps the task's own
-                # copy pinned until the owner has put its copy, then it is freed. from_spark waits
-                # for every adoption before it returns.
-                adopted = owner.adopt.remote(ray.put(table))
-                blocks.append((adopted, table.num_rows, table.nbytes))  # the metadata Ray Data needs
+                # The adoption runs while this task reads on: the pending call keeps the task's own
+                # copy pinned until the owner has put its copy, then it is freed.
+                adoptions.append(owner.adopt.remote(ray.put(table)))
+                sizes.append((table.num_rows, table.nbytes))  # the metadata Ray Data needs
                 pending, size = [], 0
 
         for message in messages:
@@ -402,6 +418,10 @@ def _put_partition(access: RayAccess, conversion: str, block_bytes: int, schema)
             if size >= block_bytes:
                 flush()
         flush()
+        # The owner's references, not the adoption calls' results: those belong to this Python
+        # worker, which Spark may end before the driver reads them.
+        refs = [ref for adopted in ray.get(adoptions) for ref in adopted]
+        blocks = [(ref, n, nbytes) for ref, (n, nbytes) in zip(refs, sizes)]
         ray.get(holder.hold.remote(conversion, index, blocks))  # acknowledged before the job ends
         yield (index, len(blocks), rows)
 
@@ -494,9 +514,11 @@ def from_spark(df, block_bytes: int = BLOCK_BYTES):
     _require_ray()
     check_arrow_types(df.schema)
     tz = df.sparkSession.conf.get("spark.sql.session.timeZone")
-    schema = to_arrow_schema(df.schema, timezone=tz, error_on_duplicated_field_names_in_struct=True)
+    large = (df.sparkSession.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false") or "").lower() == "true"
+    schema = to_arrow_schema(df.schema, timezone=tz, error_on_duplicated_field_names_in_struct=True,
+                             prefers_large_types=large)  # as Spark's own batches are
     holder = holder_for_current_cluster()
-    if arrow_files.enabled() and arrow_files.fits(df):
+    if arrow_files.enabled():
         blocks = _write_and_load(df, schema, holder, block_bytes)
         if blocks is not None:
             logger.debug("from_spark via Arrow files: %d blocks, %d rows", len(blocks), sum(b[1] for b in blocks))
@@ -507,16 +529,17 @@ def from_spark(df, block_bytes: int = BLOCK_BYTES):
 def _write_and_load(df, schema, holder: "Holder", block_bytes: int) -> Optional[List[tuple]]:
     """from_spark's first path (:mod:`ray_on_spark.arrow_files`): (ref, rows, bytes) per block.
 
-    None when the path cannot be used here (the writer does not compile, an executor's
-    host has no Ray node): the caller then goes through Python workers. A failing Spark
-    job is the user's error and is raised; its files are removed either way.
+    None when the path cannot be used here (an executor's host has no Ray node, /dev/shm
+    lacks room, the writer does not compile): the caller then goes through Python workers.
+    A failing Spark job is raised; its files are removed either way.
     """
     import ray
 
     sc = df.sparkSession.sparkContext
     nodes = arrow_files.host_nodes()
     hosts = {e.host() for e in sc._jsc.sc().statusTracker().getExecutorInfos()}  # the driver's too
-    if any(arrow_files.node_for(h, nodes) is None for h in hosts):
+    host_node = {h: arrow_files.node_for(h, nodes) for h in hosts}
+    if None in host_node.values():
         logger.info("from_spark: a Spark executor's host has no Ray node (%s, Ray: %s); using Python workers",
                     sorted(hosts), sorted(nodes))
         return None
@@ -526,28 +549,36 @@ def _write_and_load(df, schema, holder: "Holder", block_bytes: int) -> Optional[
         logger.warning("from_spark: the JVM Arrow writer is not available (%s); using Python workers",
                        str(e).splitlines()[0][:300])
         return None
-    owners = {}
-
-    def owner(node_id: str):
-        if node_id not in owners:
-            owners[node_id] = ray.get(holder.handle.owner_for.remote(node_id))
-        return owners[node_id]
-
+    owners = {node: ray.get(holder.handle.owner_for.remote(node)) for node in set(host_node.values())}
     directory = arrow_files.new_directory()
     try:
-        # Each host's owner loads the files while the job runs; then it hands over the blocks.
-        ray.get([owner(arrow_files.node_for(h, nodes)).watch.remote(directory, block_bytes) for h in hosts])
+        # Each node's owner makes the directory and loads the files while the job runs.
+        free = dict(zip(owners, ray.get([o.watch.remote(directory, block_bytes) for o in owners.values()])))
+        estimate = arrow_files.size_estimate(df)
+        stores = arrow_files.object_store_bytes_by_node()
+        short = [n for n in owners if not arrow_files.fits(estimate, arrow_files.room(free[n], stores.get(n, 0)))]
+        if short:
+            logger.info("from_spark: /dev/shm lacks room for ~%d MB on %d host(s); using Python workers",
+                        estimate >> 20, len(short))
+            return None
         parts = arrow_files.write_partitions(df, schema, directory)
         by_node: Dict[str, List[str]] = {}
-        for _, host, path, _ in parts:
-            by_node.setdefault(arrow_files.node_for(host, nodes), []).append(path)
+        for _, host, path in parts:
+            node = arrow_files.node_for(host, nodes)
+            if node not in owners:
+                raise RuntimeError(f"a Spark task reported host {host!r}, which is not a known executor host "
+                                   f"({sorted(hosts)}); set RAY_ON_SPARK_ARROW_FILES=0 to convert through Python workers")
+            by_node.setdefault(node, []).append(path)
         nodes_paths = list(by_node.items())
-        collected = ray.get([owner(node).collect.remote(directory, paths, block_bytes) for node, paths in nodes_paths])
+        collected = ray.get([owners[node].collect.remote(directory, paths, block_bytes) for node, paths in nodes_paths])
         blocks_of = {path: blocks for (_, paths), per_path in zip(nodes_paths, collected)
                      for path, blocks in zip(paths, per_path)}
-        return [block for _, _, path, _ in parts for block in blocks_of[path]]  # in partition order
-    finally:  # retried or failed tasks' files, on every executor host
-        ray.get([owner(arrow_files.node_for(h, nodes)).remove_dir.remote(directory) for h in hosts])
+        return [block for _, _, path in parts for block in blocks_of[path]]  # in partition order
+    finally:  # failed or retried attempts' files, and the directories, on every executor host
+        try:
+            ray.get([o.remove_dir.remote(directory) for o in owners.values()], timeout=60)
+        except Exception as e:  # an owner died with its node: its files went with it
+            logger.warning("from_spark: removing %s: %s", directory, e)
         arrow_files.remove_local(directory)
 
 
@@ -571,11 +602,10 @@ def _from_spark_via_python(df, schema, holder: "Holder", block_bytes: int):
         rdd._jrdd  # wraps the Python function now, with the conversion workers' environment
     summary = rdd.collect()
     blocks = ray.get(holder.handle.take.remote(conversion))
-    refs = [ref for adopted in ray.get([b[0] for b in blocks]) for ref in adopted]  # every adoption done
     # The Dataset now borrows the blocks; the owners keep them (and free them when killed).
     ray.get(holder.handle.release.remote(conversion))
-    logger.debug("from_spark: %d partitions, %d blocks, %d rows", len(summary), len(refs), sum(r[2] for r in summary))
-    return _dataset([(ref, b[1], b[2]) for ref, b in zip(refs, blocks)], schema)
+    logger.debug("from_spark: %d partitions, %d blocks, %d rows", len(summary), len(blocks), sum(r[2] for r in summary))
+    return _dataset(blocks, schema)
 
 
 def dataset_of_blocks(refs: list, sizes: List[tuple], schema):
@@ -583,7 +613,8 @@ def dataset_of_blocks(refs: list, sizes: List[tuple], schema):
 
     Built as ``ray.data.from_arrow_refs`` builds it, except that it does not run one Ray
     task per block to learn what the Spark tasks already reported: each such task needs a
-    free CPU slot and maps its block (measured: ~NN ms of a 80 MB conversion). With a Ray
+    free CPU slot and maps its block: ~15 ms for 4 blocks here, and a wait for ever when the
+    executors hold every CPU of Ray (RayDP's usual set-up). With a Ray
     whose internals differ, ``from_arrow_refs`` is used.
     """
     import ray
@@ -601,7 +632,7 @@ def dataset_of_blocks(refs: list, sizes: List[tuple], schema):
         stats = DatasetStats(metadata={"FromArrow": metadata}, parent=None)
         context = DataContext.get_current().copy()
         return MaterializedDataset(LogicalPlan(FromArrow(refs, metadata), context), context, stats)
-    except (ImportError, TypeError) as e:
+    except Exception as e:  # ImportError, TypeError, AttributeError: another Ray
         logger.debug("from_spark: Ray Data internals differ (%s); using from_arrow_refs", e)
         return ray.data.from_arrow_refs(refs)
 

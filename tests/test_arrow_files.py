@@ -25,3 +25,11 @@ def test_the_jar_is_named_by_its_source_in_the_users_cache(tmp_path, monkeypatch
 def test_the_switch_turns_the_path_off(monkeypatch):
     monkeypatch.setenv(arrow_files.ENV, "0")
     assert not arrow_files.enabled()
+
+
+def test_room_leaves_the_object_stores_unused_capacity_free():
+    gib = 2**30
+    assert arrow_files.room(10 * gib, 2 * gib) == 8 * gib
+    assert arrow_files.room(1 * gib, 2 * gib) == 0  # never negative
+    assert arrow_files.fits(4 * gib, 8 * gib)
+    assert not arrow_files.fits(4 * gib + 1, 8 * gib)  # at most half the room
