@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import socket
 import tempfile
 import threading
@@ -220,30 +219,31 @@ def write_partitions(df, schema, directory: str) -> List[Tuple[int, str, str]]:
 LOOPBACK = "loopback"
 
 
-def host_nodes() -> Dict[str, str]:
-    """Ray's alive nodes by IP address, one node id per host (any node there can read the files).
-
-    Executors bound to a loopback address run on the driver's host: key ``LOOPBACK`` is the
-    node this driver is connected to.
-    """
+def alive_nodes() -> List[dict]:
+    """Ray's alive nodes, as ``ray.nodes()`` describes them (one GCS query per conversion)."""
     import ray
 
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def host_nodes(alive: List[dict], driver_node: str) -> Dict[str, str]:
+    """The alive nodes by IP address, one node id per host (any node there can read the files).
+
+    Executors bound to a loopback address run on the driver's host: key ``LOOPBACK`` is
+    ``driver_node``, the node this driver is connected to.
+    """
     out: Dict[str, str] = {}
-    for n in ray.nodes():
-        if n.get("Alive"):
-            out.setdefault(n["NodeManagerAddress"], n["NodeID"])
-    out[LOOPBACK] = ray.get_runtime_context().get_node_id()
+    for n in alive:
+        out.setdefault(n["NodeManagerAddress"], n["NodeID"])
+    out[LOOPBACK] = driver_node
     return out
 
 
-def object_store_bytes_by_node() -> Dict[str, int]:
+def object_store_bytes_by_node(alive: List[dict]) -> Dict[str, int]:
     """For every alive node: the object store capacity of all the nodes on its host (its IP).
 
     Several Ray nodes can share a host, and so its /dev/shm: all their stores count there.
     """
-    import ray
-
-    alive = [n for n in ray.nodes() if n.get("Alive")]
     by_ip: Dict[str, int] = {}
     for n in alive:
         ip = n["NodeManagerAddress"]
@@ -262,8 +262,3 @@ def node_for(host: str, nodes: Dict[str, str]) -> Optional[str]:
     if ip.startswith("127.") or host == "localhost":
         return nodes.get(LOOPBACK)
     return nodes.get(ip)
-
-
-def remove_local(directory: str) -> None:
-    """Remove a conversion's directory on this host (the driver's), if it is there."""
-    shutil.rmtree(directory, ignore_errors=True)

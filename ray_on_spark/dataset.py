@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -114,8 +115,6 @@ class BlockOwner:
         directory itself, so a task attempt that runs after the conversion ended (a late
         speculative copy, a zombie of a failed job) cannot leave a file behind.
         """
-        import shutil
-
         if directory not in self._watches:
             os.mkdir(directory, 0o700)
             self._watches[directory] = _Watch(self, directory, block_bytes)
@@ -162,8 +161,6 @@ class BlockOwner:
 
     def remove_dir(self, directory: str) -> None:
         """Remove a conversion's file directory on this host (what a failed or retried task left)."""
-        import shutil
-
         watch = self._watches.pop(directory, None)
         if watch is not None:
             try:
@@ -536,7 +533,8 @@ def _write_and_load(df, schema, holder: "Holder", block_bytes: int) -> Optional[
     import ray
 
     sc = df.sparkSession.sparkContext
-    nodes = arrow_files.host_nodes()
+    alive = arrow_files.alive_nodes()
+    nodes = arrow_files.host_nodes(alive, ray.get_runtime_context().get_node_id())
     hosts = {e.host() for e in sc._jsc.sc().statusTracker().getExecutorInfos()}  # the driver's too
     host_node = {h: arrow_files.node_for(h, nodes) for h in hosts}
     if None in host_node.values():
@@ -555,7 +553,7 @@ def _write_and_load(df, schema, holder: "Holder", block_bytes: int) -> Optional[
         # Each node's owner makes the directory and loads the files while the job runs.
         free = dict(zip(owners, ray.get([o.watch.remote(directory, block_bytes) for o in owners.values()])))
         estimate = arrow_files.size_estimate(df)
-        stores = arrow_files.object_store_bytes_by_node()
+        stores = arrow_files.object_store_bytes_by_node(alive)
         short = [n for n in owners if not arrow_files.fits(estimate, arrow_files.room(free[n], stores.get(n, 0)))]
         if short:
             logger.info("from_spark: /dev/shm lacks room for ~%d MB on %d host(s); using Python workers",
@@ -577,9 +575,9 @@ def _write_and_load(df, schema, holder: "Holder", block_bytes: int) -> Optional[
     finally:  # failed or retried attempts' files, and the directories, on every executor host
         try:
             ray.get([o.remove_dir.remote(directory) for o in owners.values()], timeout=60)
-        except Exception as e:  # an owner died with its node: its files went with it
+        except Exception as e:  # an owner died with its node (its files went with it) or hangs
             logger.warning("from_spark: removing %s: %s", directory, e)
-        arrow_files.remove_local(directory)
+            shutil.rmtree(directory, ignore_errors=True)  # at least on the driver's host
 
 
 def _dataset(blocks: List[tuple], schema):

@@ -141,12 +141,10 @@ class SparkWorkerActor:
         if failure is not None:
             self.node.stop()
             raise RuntimeError(f"Spark executor {self.index} on {host} did not start: {failure}")
-        record = self.node.record
         # The whole tree -- supervisor, its janitor, the executor JVM -- so that the driver can
         # wait for all of it even if this actor is killed: the janitor outlives a killed actor
         # until it has removed temp_dir, and stop_spark must not return before that.
         return {"index": self.index, "host": host, "actor_pid": os.getpid(),
-                "supervisor": (record.pid, record.create_time) if record else None,
                 "processes": [(r.pid, r.create_time) for r in procs.tree(self.node.pid)]}
 
     def jvm_pids(self) -> list:

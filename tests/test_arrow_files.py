@@ -33,3 +33,15 @@ def test_room_leaves_the_object_stores_unused_capacity_free():
     assert arrow_files.room(1 * gib, 2 * gib) == 0  # never negative
     assert arrow_files.fits(4 * gib, 8 * gib)
     assert not arrow_files.fits(4 * gib + 1, 8 * gib)  # at most half the room
+
+
+def test_nodes_sharing_a_host_share_its_room_and_one_node_serves_the_host():
+    alive = [
+        {"NodeID": "head", "NodeManagerAddress": "10.0.0.5", "Resources": {"object_store_memory": 3e9}},
+        {"NodeID": "w1", "NodeManagerAddress": "10.0.0.5", "Resources": {"object_store_memory": 1e9}},
+        {"NodeID": "w2", "NodeManagerAddress": "10.0.0.6", "Resources": {"object_store_memory": 2e9}},
+    ]
+    stores = arrow_files.object_store_bytes_by_node(alive)
+    assert stores == {"head": 4 * 10**9, "w1": 4 * 10**9, "w2": 2 * 10**9}  # one /dev/shm per host
+    nodes = arrow_files.host_nodes(alive, driver_node="head")
+    assert nodes == {"10.0.0.5": "head", "10.0.0.6": "w2", arrow_files.LOOPBACK: "head"}
