@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import socket
+import sys
 import tempfile
 import threading
 import uuid
@@ -49,10 +50,14 @@ public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.func
     private static final java.nio.file.LinkOption[] NOFOLLOW = {java.nio.file.LinkOption.NOFOLLOW_LINKS};
     private final String dir;
     private final byte[] schema;
+    private final boolean columnar;  // the partitions are Spark ColumnarBatches, not Spark's Arrow messages
+    private final int batchRows;  // rows per Arrow record batch written from ColumnarBatches
 
-    public RayOnSparkArrowFileWriter(String dir, byte[] schema) {
+    public RayOnSparkArrowFileWriter(String dir, byte[] schema, Boolean columnar, Integer batchRows) {
         this.dir = dir;
         this.schema = schema;
+        this.columnar = columnar.booleanValue();
+        this.batchRows = batchRows.intValue();
     }
 
     private static Object call(String cls, String method, Class ret, Object self) throws Throwable {
@@ -91,6 +96,141 @@ public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.func
         }
     }
 
+    /** ColumnarBatches into Arrow record batches of about batchRows rows, column by column (no rows are made). */
+    private void writeColumnar(java.nio.channels.FileChannel file, java.util.Iterator batches) throws Throwable {
+        org.apache.arrow.memory.RootAllocator allocator = new org.apache.arrow.memory.RootAllocator(Long.MAX_VALUE);
+        try {
+            org.apache.arrow.vector.types.pojo.Schema arrowSchema =
+                org.apache.arrow.vector.ipc.message.MessageSerializer.deserializeSchema(
+                    new org.apache.arrow.vector.ipc.ReadChannel(java.nio.channels.Channels.newChannel(
+                        new java.io.ByteArrayInputStream(schema))));
+            org.apache.arrow.vector.VectorSchemaRoot root =
+                org.apache.arrow.vector.VectorSchemaRoot.create(arrowSchema, allocator);
+            org.apache.arrow.vector.ipc.WriteChannel channel =
+                new org.apache.arrow.vector.ipc.WriteChannel(file);  // Arrow's buffers go straight to the file
+            try {
+                int filled = 0;
+                int capacity = 0;
+                while (batches.hasNext()) {
+                    org.apache.spark.sql.vectorized.ColumnarBatch batch =
+                        (org.apache.spark.sql.vectorized.ColumnarBatch) batches.next();
+                    int n = batch.numRows();
+                    if (n == 0) continue;
+                    if (filled > 0 && filled + n > capacity) {
+                        flush(root, filled, channel);
+                        filled = 0;
+                    }
+                    if (filled == 0) {
+                        capacity = Math.max(batchRows, n);
+                        for (int c = 0; c < root.getFieldVectors().size(); c++) {
+                            org.apache.arrow.vector.FieldVector v = root.getVector(c);
+                            v.setInitialCapacity(capacity);
+                            v.allocateNew();  // zeroed: every row is null until it is set
+                        }
+                    }
+                    for (int c = 0; c < batch.numCols(); c++) {
+                        fill(root.getVector(c), batch.column(c), filled, n);
+                    }
+                    filled += n;
+                }
+                if (filled > 0) flush(root, filled, channel);
+            } finally {
+                root.close();
+            }
+        } finally {
+            allocator.close();
+        }
+    }
+
+    private static void flush(org.apache.arrow.vector.VectorSchemaRoot root, int rows,
+                              org.apache.arrow.vector.ipc.WriteChannel channel) throws java.io.IOException {
+        for (int c = 0; c < root.getFieldVectors().size(); c++) {
+            root.getVector(c).setValueCount(rows);
+        }
+        root.setRowCount(rows);
+        org.apache.arrow.vector.ipc.message.ArrowRecordBatch records =
+            new org.apache.arrow.vector.VectorUnloader(root).getRecordBatch();
+        try {
+            org.apache.arrow.vector.ipc.message.MessageSerializer.serialize(channel, records);
+        } finally {
+            records.close();
+        }
+    }
+
+    /** A fixed-width column at row ``at``: its values in one copy (little-endian, as Arrow's), then validity. */
+    private static void copy(org.apache.arrow.vector.FieldVector vector, Object values, long offset, int width, int at,
+                             org.apache.spark.sql.vectorized.ColumnVector col, int n) {
+        org.apache.arrow.vector.BaseFixedWidthVector v = (org.apache.arrow.vector.BaseFixedWidthVector) vector;
+        org.apache.spark.unsafe.Platform.copyMemory(values, offset, null,
+            v.getDataBuffer().memoryAddress() + (long) at * width, (long) n * width);
+        org.apache.arrow.memory.ArrowBuf validity = v.getValidityBuffer();
+        if (col.hasNull()) {
+            for (int r = 0; r < n; r++) {
+                if (!col.isNullAt(r)) org.apache.arrow.vector.BitVectorHelper.setBit(validity, (long) (at + r));
+            }
+            return;
+        }
+        int r = at;
+        int end = at + n;
+        while (r < end && (r & 7) != 0) org.apache.arrow.vector.BitVectorHelper.setBit(validity, (long) r++);
+        int bytes = (end - r) >> 3;
+        if (bytes > 0) {
+            validity.setOne((long) (r >> 3), (long) bytes);
+            r += bytes << 3;
+        }
+        while (r < end) org.apache.arrow.vector.BitVectorHelper.setBit(validity, (long) r++);
+    }
+
+    /** Rows [0, n) of a Spark column into its Arrow vector from row ``at``; types as arrow_files.COLUMNAR_TYPES. */
+    private static void fill(org.apache.arrow.vector.FieldVector vector, org.apache.spark.sql.vectorized.ColumnVector col,
+                             int at, int n) {
+        if (vector instanceof org.apache.arrow.vector.BigIntVector
+            || vector instanceof org.apache.arrow.vector.TimeStampVector) {
+            copy(vector, col.getLongs(0, n), org.apache.spark.unsafe.Platform.LONG_ARRAY_OFFSET, 8, at, col, n);
+        } else if (vector instanceof org.apache.arrow.vector.IntVector
+                   || vector instanceof org.apache.arrow.vector.DateDayVector) {
+            copy(vector, col.getInts(0, n), org.apache.spark.unsafe.Platform.INT_ARRAY_OFFSET, 4, at, col, n);
+        } else if (vector instanceof org.apache.arrow.vector.Float8Vector) {
+            copy(vector, col.getDoubles(0, n), org.apache.spark.unsafe.Platform.DOUBLE_ARRAY_OFFSET, 8, at, col, n);
+        } else if (vector instanceof org.apache.arrow.vector.Float4Vector) {
+            copy(vector, col.getFloats(0, n), org.apache.spark.unsafe.Platform.FLOAT_ARRAY_OFFSET, 4, at, col, n);
+        } else if (vector instanceof org.apache.arrow.vector.SmallIntVector) {
+            copy(vector, col.getShorts(0, n), org.apache.spark.unsafe.Platform.SHORT_ARRAY_OFFSET, 2, at, col, n);
+        } else if (vector instanceof org.apache.arrow.vector.TinyIntVector) {
+            copy(vector, col.getBytes(0, n), org.apache.spark.unsafe.Platform.BYTE_ARRAY_OFFSET, 1, at, col, n);
+        } else if (vector instanceof org.apache.arrow.vector.BitVector) {
+            org.apache.arrow.vector.BitVector v = (org.apache.arrow.vector.BitVector) vector;
+            for (int r = 0; r < n; r++) {
+                if (!col.isNullAt(r)) v.set(at + r, col.getBoolean(r) ? 1 : 0);
+            }
+        } else if (vector instanceof org.apache.arrow.vector.DecimalVector) {
+            org.apache.arrow.vector.DecimalVector v = (org.apache.arrow.vector.DecimalVector) vector;
+            int precision = v.getPrecision();
+            int scale = v.getScale();
+            for (int r = 0; r < n; r++) {
+                if (col.isNullAt(r)) continue;
+                org.apache.spark.sql.types.Decimal d = col.getDecimal(r, precision, scale);
+                if (precision <= 18) v.set(at + r, d.toUnscaledLong());
+                else v.set(at + r, d.toJavaBigDecimal());
+            }
+        } else if (vector instanceof org.apache.arrow.vector.BaseVariableWidthVector) {
+            org.apache.arrow.vector.BaseVariableWidthVector v = (org.apache.arrow.vector.BaseVariableWidthVector) vector;
+            boolean text = vector instanceof org.apache.arrow.vector.VarCharVector;
+            for (int r = 0; r < n; r++) {
+                if (!col.isNullAt(r)) v.setSafe(at + r, text ? col.getUTF8String(r).getBytes() : col.getBinary(r));
+            }
+        } else if (vector instanceof org.apache.arrow.vector.BaseLargeVariableWidthVector) {
+            org.apache.arrow.vector.BaseLargeVariableWidthVector v =
+                (org.apache.arrow.vector.BaseLargeVariableWidthVector) vector;
+            boolean text = vector instanceof org.apache.arrow.vector.LargeVarCharVector;
+            for (int r = 0; r < n; r++) {
+                if (!col.isNullAt(r)) v.setSafe(at + r, text ? col.getUTF8String(r).getBytes() : col.getBinary(r));
+            }
+        } else {
+            throw new IllegalArgumentException("no columnar Arrow writer for " + vector.getField());
+        }
+    }
+
     private java.util.Iterator write(int index, java.util.Iterator messages) throws Throwable {
         java.nio.file.Path d = privateDir();
         Object ctx = call("org.apache.spark.TaskContext", "get", Class.forName("org.apache.spark.TaskContext"), null);
@@ -100,14 +240,19 @@ public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.func
         java.nio.file.Path partial = d.resolve(name + ".partial");
         java.nio.file.Path done = d.resolve(name + ".arrows");
         boolean complete = false;
-        java.io.OutputStream out = java.nio.file.Files.newOutputStream(partial, new java.nio.file.OpenOption[] {
+        java.nio.channels.FileChannel file = java.nio.channels.FileChannel.open(partial, new java.nio.file.OpenOption[] {
             java.nio.file.StandardOpenOption.CREATE_NEW, java.nio.file.StandardOpenOption.WRITE,
             java.nio.file.LinkOption.NOFOLLOW_LINKS});
+        java.io.OutputStream out = java.nio.channels.Channels.newOutputStream(file);
         try {
             try {
                 out.write(schema);
-                while (messages.hasNext()) {
-                    out.write((byte[]) messages.next());
+                if (columnar) {
+                    writeColumnar(file, messages);
+                } else {
+                    while (messages.hasNext()) {
+                        out.write((byte[]) messages.next());
+                    }
                 }
                 out.write(END);
             } finally {
@@ -201,19 +346,70 @@ def write_partitions(df, schema, directory: str) -> List[Tuple[int, str, str]]:
     sc = df.sparkSession.sparkContext
     jvm = sc._jvm
     cls = writer_class(sc)
-    args = sc._gateway.new_array(jvm.java.lang.Object, 2)
+    source = columnar_source(df)
+    args = sc._gateway.new_array(jvm.java.lang.Object, 4)
     args[0] = directory
     args[1] = bytearray(schema.serialize().to_pybytes())
+    args[2] = source is not None
+    args[3] = record_batch_rows(df)
     writer = cls.getConstructors()[0].newInstance(args)
-    from ray_on_spark.dataset import arrow_batch_rdd
+    if source is not None:
+        rdd = source.executeColumnar()
+        logger.debug("from_spark: columnar source %s", source.nodeName())
+    else:
+        from ray_on_spark.dataset import arrow_batch_rdd
 
-    jrdd = jvm.org.apache.spark.api.java.JavaRDD.fromRDD(arrow_batch_rdd(df), jvm.scala.reflect.ClassTag.Any())
+        rdd = arrow_batch_rdd(df)
+    jrdd = jvm.org.apache.spark.api.java.JavaRDD.fromRDD(rdd, jvm.scala.reflect.ClassTag.Any())
     lines = jrdd.mapPartitionsWithIndex(writer, False).collect()
     out = []
     for line in lines:
         index, host, path = str(line).split("\t")
         out.append((int(index), host, path))
     return sorted(out)
+
+
+#: Spark SQL types (``DataType.typeName()``) the writer copies column by column from a ColumnarBatch.
+COLUMNAR_TYPES = frozenset({"boolean", "byte", "short", "integer", "long", "float", "double", "date", "timestamp",
+                            "timestamp_ntz", "string", "binary", "decimal"})
+#: Plan nodes between a DataFrame and its columnar scan that change neither rows nor columns.
+_PASS_THROUGH = ("WholeStageCodegenExec", "ColumnarToRowExec", "InputAdapter")
+
+
+def record_batch_rows(df) -> int:
+    """Rows per Arrow record batch: the user's ``maxRecordsPerBatch`` when set (<= 0: no limit), else a few MiB."""
+    from ray_on_spark.dataset import _BATCH_CONF, batch_rows
+
+    user = df.sparkSession.conf.get(_BATCH_CONF, None)
+    if user is not None:
+        return int(user) if int(user) > 0 else 2**31 - 1
+    return batch_rows(df._jdf.schema().defaultSize())
+
+
+def columnar_types_only(type_names: List[str]) -> bool:
+    """Whether every column has a type the columnar writer copies (nested types go row by row)."""
+    return all(t in COLUMNAR_TYPES for t in type_names)
+
+
+def columnar_source(df):
+    """The JVM plan node that yields ``df``'s rows as ColumnarBatches, or None.
+
+    When ``df`` is a columnar scan and nothing else -- a cached table of numeric columns,
+    a Parquet or ORC read -- its columns are copied into Arrow vectors as they are, which
+    is several times faster than Spark's row-by-row Arrow encoding (``toArrowBatchRdd``).
+    Anything on top of the scan (a filter, a projection, adaptive execution) goes row by row.
+    """
+    if sys.byteorder != "little" or not columnar_types_only([f.dataType.typeName() for f in df.schema.fields]):
+        return None  # the writer copies fixed-width values as they lie in memory: Arrow's order is little-endian
+    try:
+        plan = df._jdf.queryExecution().executedPlan()
+        while plan.getClass().getSimpleName() in _PASS_THROUGH:
+            plan = plan.child()
+        if plan.supportsColumnar() and plan.output().size() == len(df.schema.fields):
+            return plan
+    except Exception as e:  # another Spark's plan classes: Spark's row-wise encoding still works
+        logger.debug("from_spark: no columnar source: %s", e)
+    return None
 
 
 LOOPBACK = "loopback"

@@ -45,3 +45,9 @@ def test_nodes_sharing_a_host_share_its_room_and_one_node_serves_the_host():
     assert stores == {"head": 4 * 10**9, "w1": 4 * 10**9, "w2": 2 * 10**9}  # one /dev/shm per host
     nodes = arrow_files.host_nodes(alive, driver_node="head")
     assert nodes == {"10.0.0.5": "head", "10.0.0.6": "w2", arrow_files.LOOPBACK: "head"}
+
+
+def test_only_flat_types_are_copied_column_by_column():
+    assert arrow_files.columnar_types_only(["long", "double", "string", "decimal", "timestamp_ntz", "boolean"])
+    assert not arrow_files.columnar_types_only(["long", "array"])  # nested: Spark's row-wise encoding
+    assert not arrow_files.columnar_types_only(["struct"])

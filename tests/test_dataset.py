@@ -92,6 +92,58 @@ def test_every_type_arrow_carries_round_trips_exactly(spark, path, monkeypatch, 
     assert row["s"] == "é-3" and row["bin"] == b"b3" and row["st"]["b"] == "x3"
 
 
+FLAT_TYPES = [e for e in ALL_TYPES if not e.startswith(("ARRAY(", "MAP(", "NAMED_STRUCT("))]
+NUMERIC_TYPES = [e for e in FLAT_TYPES if e.rsplit(" AS ", 1)[1] in ("i8", "i16", "i32", "i64", "f32", "f64", "flag")]
+
+
+def _with_nulls(spark, exprs, rows, partitions):
+    """A key column ``k`` and ``exprs``, the i-th NULL in every (i+3)-th row (nulls at every bit offset)."""
+    cols = [f"IF(k % {i + 3} = 1, NULL, {e.rsplit(' AS ', 1)[0]}) AS {e.rsplit(' AS ', 1)[1]}"
+            for i, e in enumerate(exprs)]
+    keys = spark.range(0, rows, numPartitions=partitions).selectExpr("id AS k", "id % 120 AS id")  # fits a TINYINT
+    return keys.selectExpr("k", *cols)
+
+
+@pytest.mark.parametrize("source", ["cached", "parquet"])
+def test_columnar_sources_are_copied_column_by_column_exactly(spark, source, tmp_path, caplog):
+    conf = spark.conf
+    # Spark's batches of 1003 / 1001 rows end mid-byte of the validity bitmaps, and 2,500-row
+    # Arrow batches gather several of them.
+    if source == "cached":
+        conf.set("spark.sql.inMemoryColumnarStorage.batchSize", "1003")
+        try:
+            df = _with_nulls(spark, NUMERIC_TYPES, 12_000, 3).cache()
+            df.count()
+        finally:
+            conf.unset("spark.sql.inMemoryColumnarStorage.batchSize")
+    else:
+        _with_nulls(spark, FLAT_TYPES, 12_000, 3).write.parquet(str(tmp_path / "t"))
+        df = spark.read.parquet(str(tmp_path / "t"))
+    conf.set("spark.sql.parquet.columnarReaderBatchSize", "1001")
+    conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "2500")
+    try:
+        with caplog.at_level(logging.DEBUG, logger="ray_on_spark"):
+            ds = ray_on_spark.from_spark(df)
+        assert "columnar source" in caplog.text and "via Arrow files" in caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="ray_on_spark"):
+            filtered = ray_on_spark.from_spark(df.where("k % 2 = 0"))
+        assert "columnar source" not in caplog.text  # a filter on top: Spark's row-wise encoding
+        expected, expected_filtered = df.toArrow(), df.where("k % 2 = 0").toArrow()
+    finally:
+        conf.unset("spark.sql.parquet.columnarReaderBatchSize")
+        conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+        df.unpersist()
+    blocks = ray.get(block_refs(ds))
+    chunks = [len(c) for b in blocks for c in b.column("k").chunks]
+    assert max(chunks) <= 2500 and max(chunks) > 1003  # Spark's batches gathered into Arrow batches of <= 2,500
+    for got, want in ((pa.concat_tables(blocks), expected),
+                      (pa.concat_tables(ray.get(block_refs(filtered))), expected_filtered)):
+        assert got.schema.equals(want.schema, check_metadata=False)
+        assert got.num_rows == want.num_rows and sum(c.null_count for c in want.columns) > 0
+        assert got.sort_by("k").equals(want.sort_by("k"))
+
+
 def test_a_type_arrow_cannot_carry_is_refused_naming_the_column(spark):
     df = spark.range(3).selectExpr("id", "make_interval(0, 0, 0, CAST(id AS INT)) AS iv")
     with pytest.raises(TypeError, match=r"column 'iv' has type interval.*cast or drop it first"):
