@@ -10,14 +10,16 @@ CPUs), with the workloads of ``workloads.py``:
 * ours, Ray -> Spark : ``to_spark(ds, spark)`` plus one job that counts and reads every value;
 * driver path        : ``df.toArrow()`` (``_collect_as_arrow``) -> ``ray.data.from_arrow``, and back with
                        ``spark.createDataFrame(arrow_table)`` plus the same job;
-* floors             : Spark's own Arrow encoding of every partition (from_spark's batches) with
-                       nothing leaving the JVM, and the same handed to Python workers that drop
-                       it: driver_from_s over each is the most any Spark -> Ray path built on
-                       them can beat the driver path by on this machine;
+* floors             : Spark's own row-wise Arrow encoding of every partition with nothing leaving
+                       the JVM, and the same handed to Python workers that drop it: driver_from_s
+                       over each is the most any Spark -> Ray path built on them can beat the
+                       driver path by on this machine (from_spark copies a columnar source -- the
+                       cached int64 table, a Parquet read -- column by column instead);
 * RayDP (``--raydp``): ``spark_dataframe_to_ray_dataset`` / ``ray_dataset_to_spark_dataframe``
                        in its own venv (``raydp_side.py convert``).
 
-The DataFrame is generated and cached before timing.  Our and the driver's figures are the
+The DataFrame is generated and cached before timing; the mixed table is also written to
+Parquet and read back (not cached), so every run of every side reads the files.  Our and the driver's figures are the
 median of ``--reps`` warm runs after two untimed ones (the first, cold conversion is reported apart: it compiles
 the JVM writer, the executors fetch it, the block owner starts); RayDP's is its single run.  The driver's peak RSS
 growth during our two conversions is measured in a separate process at ``--rss-rows`` rows
@@ -34,8 +36,10 @@ import json
 import logging
 import os
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -96,17 +100,29 @@ def _timed(fn):
     return time.perf_counter() - t0, out
 
 
-def side_ours(rows: int, reps: int, mixed: bool) -> dict:
-    """Ours and the driver path, in this process; warm medians plus the cold first run."""
+def side_ours(rows: int, reps: int, mixed: bool, parquet: bool = False) -> dict:
+    """Ours and the driver path, in this process; warm medians plus the cold first run.
+
+    The DataFrame is cached in Spark, or with ``parquet`` written to a Parquet dir and read
+    back (every run then reads the files, on every side).
+    """
     import ray
 
     import ray_on_spark
+    from ray_on_spark import arrow_files
 
     spark = _start(1 << 30)
+    tmp = tempfile.mkdtemp(prefix="ros-bench-parquet-")
     try:
         make = workloads.mixed_frame if mixed else workloads.int64_frame
-        df = make(spark, rows).cache()
+        if parquet:
+            make(spark, rows).write.parquet(os.path.join(tmp, "t"))
+            df = spark.read.parquet(os.path.join(tmp, "t"))
+        else:
+            df = make(spark, rows).cache()
         assert df.count() == rows
+        # which Spark -> Ray encoding from_spark uses: column by column, or Spark's row-wise one
+        path = "columnar" if arrow_files.columnar_source(df) is not None else "row-wise"
         exprs = FULL_PASS[mixed]
         nbytes = None
 
@@ -174,7 +190,7 @@ def side_ours(rows: int, reps: int, mixed: bool) -> dict:
         mb = nbytes / 1e6
         med = {k: statistics.median(v) for k, v in runs.items()}
         return {
-            "rows": rows, "bytes": nbytes, "mixed": mixed,
+            "rows": rows, "bytes": nbytes, "mixed": mixed, "parquet": parquet, "from_spark_encoding": path,
             "from_spark_s": round(med["from"], 3), "from_spark_mb_s": round(mb / med["from"], 1),
             "to_spark_s": round(med["to"], 3), "to_spark_mb_s": round(mb / med["to"], 1),
             "driver_from_s": round(med["dfrom"], 3), "driver_from_mb_s": round(mb / med["dfrom"], 1),
@@ -188,6 +204,7 @@ def side_ours(rows: int, reps: int, mixed: bool) -> dict:
     finally:
         ray_on_spark.stop_spark()
         ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def side_rss(rows: int) -> dict:
@@ -230,9 +247,10 @@ def main(argv=None) -> int:
     p.add_argument("--raydp", action="store_true", help="also run RayDP 1.6.5 (separate venv)")
     p.add_argument("--side", choices=["ours", "rss"], help=argparse.SUPPRESS)
     p.add_argument("--mixed", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--parquet", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.side == "ours":
-        print(json.dumps(side_ours(args.rows, args.reps, args.mixed)))
+        print(json.dumps(side_ours(args.rows, args.reps, args.mixed, args.parquet)))
         return 0
     if args.side == "rss":
         print(json.dumps(side_rss(args.rows)))
@@ -242,6 +260,9 @@ def main(argv=None) -> int:
     print("ours + driver path, int64:", int64, flush=True)
     mixed = _run(me + ["--side", "ours", "--rows", str(args.mixed_rows), "--reps", str(args.reps), "--mixed"])
     print("ours + driver path, mixed:", mixed, flush=True)
+    parquet = _run(me + ["--side", "ours", "--rows", str(args.mixed_rows), "--reps", str(args.reps), "--mixed",
+                         "--parquet"])
+    print("ours + driver path, mixed from Parquet:", parquet, flush=True)
     rss7 = _run(me + ["--side", "rss", "--rows", str(args.rows)])
     print("driver RSS at", args.rows, ":", rss7, flush=True)
     rss8 = _run(me + ["--side", "rss", "--rows", str(args.rss_rows)])
@@ -264,18 +285,22 @@ def main(argv=None) -> int:
     if raydp:
         rows_out.append(("RayDP 1.6.5", raydp["from_spark_mb_s"], raydp["to_spark_mb_s"]))
     rows_out += [("ours, mixed (warm)", mixed["from_spark_mb_s"], mixed["to_spark_mb_s"]),
-                 ("driver path, mixed", mixed["driver_from_mb_s"], mixed["driver_to_mb_s"])]
+                 ("driver path, mixed", mixed["driver_from_mb_s"], mixed["driver_to_mb_s"]),
+                 ("ours, mixed from Parquet", parquet["from_spark_mb_s"], parquet["to_spark_mb_s"]),
+                 ("driver path, from Parquet", parquet["driver_from_mb_s"], parquet["driver_to_mb_s"])]
     if raydp_mixed:
         rows_out.append(("RayDP 1.6.5, mixed", raydp_mixed["from_spark_mb_s"], raydp_mixed["to_spark_mb_s"]))
     for name, a, b in rows_out:
         print(f"{name:<28}{a:>12}{b:>12}")
     ceiling = round(int64["driver_from_s"] / int64["spark_arrow_encode_s"], 2)
     py_ceiling = round(int64["driver_from_s"] / int64["to_python_workers_s"], 2)
-    print(f"\nFloors of Spark->Ray, int64 (s): Spark's Arrow encoding alone {int64['spark_arrow_encode_s']}; "
+    print(f"\nfrom_spark's encoding: int64 {int64['from_spark_encoding']}, mixed {mixed['from_spark_encoding']}, "
+          f"mixed from Parquet {parquet['from_spark_encoding']}.")
+    print(f"Spark->Ray, int64 (s): Spark's row-wise Arrow encoding alone {int64['spark_arrow_encode_s']}; "
           f"+ hand-over to Python workers {int64['to_python_workers_s']}; from_spark {int64['from_spark_s']} "
           f"(via Python workers {int64['from_spark_via_python_s']}); "
-          f"driver path {int64['driver_from_s']}.\nSo no path built on Spark's Arrow encoding can beat the driver "
-          f"path by more than {ceiling}x here, and none through Python workers by more than {py_ceiling}x.")
+          f"driver path {int64['driver_from_s']}.\nSo no path built on Spark's row-wise encoding can beat the "
+          f"driver path by more than {ceiling}x here, and none through Python workers by more than {py_ceiling}x.")
     result = {
         "rows": args.rows,
         "from_spark_mb_s": int64["from_spark_mb_s"], "to_spark_mb_s": int64["to_spark_mb_s"],
@@ -288,6 +313,9 @@ def main(argv=None) -> int:
         "spark_arrow_encode_mb_s": int64["spark_arrow_encode_mb_s"], "from_ratio_ceiling_vs_driver": ceiling,
         "to_python_workers_mb_s": int64["to_python_workers_mb_s"], "from_ratio_ceiling_via_python_vs_driver": py_ceiling,
         "mixed_from_spark_mb_s": mixed["from_spark_mb_s"], "mixed_to_spark_mb_s": mixed["to_spark_mb_s"],
+        "parquet_mixed_from_ratio_vs_driver": round(parquet["from_spark_mb_s"] / parquet["driver_from_mb_s"], 2),
+        "parquet_mixed_to_ratio_vs_driver": round(parquet["to_spark_mb_s"] / parquet["driver_to_mb_s"], 2),
+        "from_spark_encoding": int64["from_spark_encoding"],
         "driver_rss_growth_mb_at_1e7": rss7["driver_rss_growth_mb"],
         "driver_rss_growth_mb_at_1e8": rss8["driver_rss_growth_mb"],
     }

@@ -13,7 +13,13 @@ Arrow encoding itself (measured, 80 MB of int64 on 2 executors: 0.37 s this way 
 0.50 s through Python workers); and a session's first conversion does not have to start
 Python workers and connect them to Ray (~1 s instead of ~4.5 s).
 
-The writer is ~40 lines of Java compiled at first use with Janino, the Java compiler that
+Columnar sources skip Spark's row-wise encoding too: when the DataFrame is just a columnar
+scan (a cached table of numeric columns, a Parquet or ORC read; see :func:`columnar_source`),
+the writer takes Spark's ColumnarBatches and copies each column into an Arrow vector --
+fixed-width values in one memory copy per batch -- gathering them into record batches of
+the usual size.  For 80 MB of cached int64 that job is about 0.15 s instead of 0.25 s.
+
+The writer is ~200 lines of Java compiled at first use with Janino, the Java compiler that
 Spark itself ships and uses for code generation -- no JDK needed -- and handed to the
 executors with ``SparkContext.addJar``.  Spark classes are reached by reflection
 (``MethodHandles``): Janino, resolving them at compile time, would load classes whose
