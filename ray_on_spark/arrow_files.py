@@ -21,9 +21,10 @@ the usual size.  For 80 MB of cached int64 that job is about 0.15 s instead of 0
 
 The writer is ~200 lines of Java compiled at first use with Janino, the Java compiler that
 Spark itself ships and uses for code generation -- no JDK needed -- and handed to the
-executors with ``SparkContext.addJar``.  Spark classes are reached by reflection
-(``MethodHandles``): Janino, resolving them at compile time, would load classes whose
-optional dependencies (protobuf) Spark does not ship.
+executors with ``SparkContext.addJar``.  Most Spark classes are reached by reflection
+(``MethodHandles``): Janino, resolving ``TaskContext`` and ``Utils`` at compile time, would
+load classes whose optional dependencies (protobuf) Spark does not ship.  The columnar copy
+names ``ColumnarBatch``, ``ColumnVector``, ``Decimal`` and ``Platform`` directly; they resolve.
 """
 
 from __future__ import annotations
@@ -51,13 +52,14 @@ CLASS_NAME = "RayOnSparkArrowFileWriter"
 
 JAVA_SOURCE = """
 public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.function.Function2 {
-    private static final long serialVersionUID = 2L;
+    private static final long serialVersionUID = 3L;
     private static final byte[] END = {(byte) 0xff, (byte) 0xff, (byte) 0xff, (byte) 0xff, 0, 0, 0, 0};
     private static final java.nio.file.LinkOption[] NOFOLLOW = {java.nio.file.LinkOption.NOFOLLOW_LINKS};
     private final String dir;
     private final byte[] schema;
     private final boolean columnar;  // the partitions are Spark ColumnarBatches, not Spark's Arrow messages
-    private final int batchRows;  // rows per Arrow record batch written from ColumnarBatches
+    private final int batchRows;  // rows per Arrow record batch written from ColumnarBatches (at most)
+    private static final int INITIAL_ROWS = 1 << 20;  // at most, rows the vectors of a record batch start with
 
     public RayOnSparkArrowFileWriter(String dir, byte[] schema, Boolean columnar, Integer batchRows) {
         this.dir = dir;
@@ -130,7 +132,7 @@ public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.func
                         capacity = Math.max(batchRows, n);
                         for (int c = 0; c < root.getFieldVectors().size(); c++) {
                             org.apache.arrow.vector.FieldVector v = root.getVector(c);
-                            v.setInitialCapacity(capacity);
+                            v.setInitialCapacity(Math.min(capacity, INITIAL_ROWS));  // grows as needed
                             v.allocateNew();  // zeroed: every row is null until it is set
                         }
                     }
@@ -167,6 +169,7 @@ public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.func
     private static void copy(org.apache.arrow.vector.FieldVector vector, Object values, long offset, int width, int at,
                              org.apache.spark.sql.vectorized.ColumnVector col, int n) {
         org.apache.arrow.vector.BaseFixedWidthVector v = (org.apache.arrow.vector.BaseFixedWidthVector) vector;
+        while (v.getValueCapacity() < at + n) v.reAlloc();  // doubles; the new part is zeroed (null)
         org.apache.spark.unsafe.Platform.copyMemory(values, offset, null,
             v.getDataBuffer().memoryAddress() + (long) at * width, (long) n * width);
         org.apache.arrow.memory.ArrowBuf validity = v.getValidityBuffer();
@@ -187,9 +190,43 @@ public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.func
         while (r < end) org.apache.arrow.vector.BitVectorHelper.setBit(validity, (long) r++);
     }
 
+    /** Row ``r`` (not null) of a fixed-width Spark column into row ``index`` of its Arrow vector. */
+    private static void setRow(org.apache.arrow.vector.FieldVector vector,
+                               org.apache.spark.sql.vectorized.ColumnVector col, int index, int r) {
+        if (vector instanceof org.apache.arrow.vector.BigIntVector) {
+            ((org.apache.arrow.vector.BigIntVector) vector).setSafe(index, col.getLong(r));
+        } else if (vector instanceof org.apache.arrow.vector.TimeStampVector) {
+            ((org.apache.arrow.vector.TimeStampVector) vector).setSafe(index, col.getLong(r));
+        } else if (vector instanceof org.apache.arrow.vector.IntVector) {
+            ((org.apache.arrow.vector.IntVector) vector).setSafe(index, col.getInt(r));
+        } else if (vector instanceof org.apache.arrow.vector.DateDayVector) {
+            ((org.apache.arrow.vector.DateDayVector) vector).setSafe(index, col.getInt(r));
+        } else if (vector instanceof org.apache.arrow.vector.Float8Vector) {
+            ((org.apache.arrow.vector.Float8Vector) vector).setSafe(index, col.getDouble(r));
+        } else if (vector instanceof org.apache.arrow.vector.Float4Vector) {
+            ((org.apache.arrow.vector.Float4Vector) vector).setSafe(index, col.getFloat(r));
+        } else if (vector instanceof org.apache.arrow.vector.SmallIntVector) {
+            ((org.apache.arrow.vector.SmallIntVector) vector).setSafe(index, col.getShort(r));
+        } else if (vector instanceof org.apache.arrow.vector.TinyIntVector) {
+            ((org.apache.arrow.vector.TinyIntVector) vector).setSafe(index, col.getByte(r));
+        } else {
+            throw new IllegalArgumentException("no columnar Arrow writer for " + vector.getField());
+        }
+    }
+
     /** Rows [0, n) of a Spark column into its Arrow vector from row ``at``; types as arrow_files.COLUMNAR_TYPES. */
     private static void fill(org.apache.arrow.vector.FieldVector vector, org.apache.spark.sql.vectorized.ColumnVector col,
                              int at, int n) {
+        if (col.hasNull() && !(col instanceof org.apache.spark.sql.execution.vectorized.WritableColumnVector)
+            && vector instanceof org.apache.arrow.vector.BaseFixedWidthVector
+            && !(vector instanceof org.apache.arrow.vector.BitVector)
+            && !(vector instanceof org.apache.arrow.vector.DecimalVector)) {
+            // Other vectors (e.g. ArrowColumnVector) may refuse to read a null row in bulk: row by row.
+            for (int r = 0; r < n; r++) {
+                if (!col.isNullAt(r)) setRow(vector, col, at + r, r);
+            }
+            return;
+        }
         if (vector instanceof org.apache.arrow.vector.BigIntVector
             || vector instanceof org.apache.arrow.vector.TimeStampVector) {
             copy(vector, col.getLongs(0, n), org.apache.spark.unsafe.Platform.LONG_ARRAY_OFFSET, 8, at, col, n);
@@ -207,7 +244,7 @@ public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.func
         } else if (vector instanceof org.apache.arrow.vector.BitVector) {
             org.apache.arrow.vector.BitVector v = (org.apache.arrow.vector.BitVector) vector;
             for (int r = 0; r < n; r++) {
-                if (!col.isNullAt(r)) v.set(at + r, col.getBoolean(r) ? 1 : 0);
+                if (!col.isNullAt(r)) v.setSafe(at + r, col.getBoolean(r) ? 1 : 0);
             }
         } else if (vector instanceof org.apache.arrow.vector.DecimalVector) {
             org.apache.arrow.vector.DecimalVector v = (org.apache.arrow.vector.DecimalVector) vector;
@@ -216,8 +253,8 @@ public class RayOnSparkArrowFileWriter implements org.apache.spark.api.java.func
             for (int r = 0; r < n; r++) {
                 if (col.isNullAt(r)) continue;
                 org.apache.spark.sql.types.Decimal d = col.getDecimal(r, precision, scale);
-                if (precision <= 18) v.set(at + r, d.toUnscaledLong());
-                else v.set(at + r, d.toJavaBigDecimal());
+                if (precision <= 18) v.setSafe(at + r, d.toUnscaledLong());
+                else v.setSafe(at + r, d.toJavaBigDecimal());
             }
         } else if (vector instanceof org.apache.arrow.vector.BaseVariableWidthVector) {
             org.apache.arrow.vector.BaseVariableWidthVector v = (org.apache.arrow.vector.BaseVariableWidthVector) vector;
@@ -352,20 +389,25 @@ def write_partitions(df, schema, directory: str) -> List[Tuple[int, str, str]]:
     sc = df.sparkSession.sparkContext
     jvm = sc._jvm
     cls = writer_class(sc)
+    rdd = None
     source = columnar_source(df)
-    args = sc._gateway.new_array(jvm.java.lang.Object, 4)
-    args[0] = directory
-    args[1] = bytearray(schema.serialize().to_pybytes())
-    args[2] = source is not None
-    args[3] = record_batch_rows(df)
-    writer = cls.getConstructors()[0].newInstance(args)
     if source is not None:
-        rdd = source.executeColumnar()
-        logger.debug("from_spark: columnar source %s", source.nodeName())
-    else:
+        try:
+            rdd = source.executeColumnar()
+            logger.debug("from_spark: columnar source %s", source.nodeName())
+        except Exception as e:  # Spark's row-wise encoding still works
+            logger.debug("from_spark: %s cannot give ColumnarBatches: %s", source.nodeName(), e)
+    columnar = rdd is not None
+    if not columnar:
         from ray_on_spark.dataset import arrow_batch_rdd
 
         rdd = arrow_batch_rdd(df)
+    args = sc._gateway.new_array(jvm.java.lang.Object, 4)
+    args[0] = directory
+    args[1] = bytearray(schema.serialize().to_pybytes())
+    args[2] = columnar
+    args[3] = record_batch_rows(df)
+    writer = cls.getConstructors()[0].newInstance(args)
     jrdd = jvm.org.apache.spark.api.java.JavaRDD.fromRDD(rdd, jvm.scala.reflect.ClassTag.Any())
     lines = jrdd.mapPartitionsWithIndex(writer, False).collect()
     out = []
@@ -384,9 +426,10 @@ _PASS_THROUGH = ("WholeStageCodegenExec", "ColumnarToRowExec", "InputAdapter")
 
 def record_batch_rows(df) -> int:
     """Rows per Arrow record batch: the user's ``maxRecordsPerBatch`` when set (<= 0: no limit), else a few MiB."""
-    from ray_on_spark.dataset import _BATCH_CONF, batch_rows
+    from ray_on_spark.dataset import _BATCH_CONF, _PYSPARK_STATE_LOCK, batch_rows
 
-    user = df.sparkSession.conf.get(_BATCH_CONF, None)
+    with _PYSPARK_STATE_LOCK:  # arrow_batch_rdd sets the conf for a moment under this lock
+        user = df.sparkSession.conf.get(_BATCH_CONF, None)
     if user is not None:
         return int(user) if int(user) > 0 else 2**31 - 1
     return batch_rows(df._jdf.schema().defaultSize())
@@ -411,8 +454,8 @@ def columnar_source(df):
         plan = df._jdf.queryExecution().executedPlan()
         while plan.getClass().getSimpleName() in _PASS_THROUGH:
             plan = plan.child()
-        if plan.supportsColumnar() and plan.output().size() == len(df.schema.fields):
-            return plan
+        if plan.supportsColumnar() and plan.schema().simpleString() == df._jdf.schema().simpleString():
+            return plan  # the same columns, names and types, in the same order
     except Exception as e:  # another Spark's plan classes: Spark's row-wise encoding still works
         logger.debug("from_spark: no columnar source: %s", e)
     return None

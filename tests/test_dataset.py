@@ -92,8 +92,10 @@ def test_every_type_arrow_carries_round_trips_exactly(spark, path, monkeypatch, 
     assert row["s"] == "é-3" and row["bin"] == b"b3" and row["st"]["b"] == "x3"
 
 
-FLAT_TYPES = [e for e in ALL_TYPES if not e.startswith(("ARRAY(", "MAP(", "NAMED_STRUCT("))]
-NUMERIC_TYPES = [e for e in FLAT_TYPES if e.rsplit(" AS ", 1)[1] in ("i8", "i16", "i32", "i64", "f32", "f64", "flag")]
+FLAT_TYPES = [e for e in ALL_TYPES if not e.startswith(("ARRAY(", "MAP(", "NAMED_STRUCT("))] + [
+    "CAST(id AS FLOAT) AS real32"]  # (f32 is a double: FLOAT / 4)
+NUMERIC_TYPES = [e for e in FLAT_TYPES
+                 if e.rsplit(" AS ", 1)[1] in ("i8", "i16", "i32", "i64", "f32", "f64", "flag", "real32")]
 
 
 def _with_nulls(spark, exprs, rows, partitions):
@@ -104,11 +106,17 @@ def _with_nulls(spark, exprs, rows, partitions):
     return keys.selectExpr("k", *cols)
 
 
-@pytest.mark.parametrize("source", ["cached", "parquet"])
-def test_columnar_sources_are_copied_column_by_column_exactly(spark, source, tmp_path, caplog):
+@pytest.mark.parametrize("source, batch", [
+    pytest.param("cached", "2500", id="cached"),
+    pytest.param("parquet", "2500", id="parquet"),
+    pytest.param("parquet", "700", id="parquet-spark-batches-above-the-batch-size"),
+    pytest.param("parquet", "0", id="parquet-no-batch-limit"),
+    pytest.param("partitioned", "2500", id="parquet-partition-column-with-nulls"),
+])
+def test_columnar_sources_are_copied_column_by_column_exactly(spark, source, batch, tmp_path, caplog):
     conf = spark.conf
-    # Spark's batches of 1003 / 1001 rows end mid-byte of the validity bitmaps, and 2,500-row
-    # Arrow batches gather several of them.
+    # Spark's batches of 1003 / 1001 rows end mid-byte of the validity bitmaps; Arrow batches of
+    # 2,500 rows gather several of them, of 700 rows take each alone, of no limit all of a task's.
     if source == "cached":
         conf.set("spark.sql.inMemoryColumnarStorage.batchSize", "1003")
         try:
@@ -116,11 +124,15 @@ def test_columnar_sources_are_copied_column_by_column_exactly(spark, source, tmp
             df.count()
         finally:
             conf.unset("spark.sql.inMemoryColumnarStorage.batchSize")
-    else:
+    elif source == "parquet":
         _with_nulls(spark, FLAT_TYPES, 12_000, 3).write.parquet(str(tmp_path / "t"))
         df = spark.read.parquet(str(tmp_path / "t"))
+    else:  # Spark's constant vectors for the partition column, one all null
+        part = _with_nulls(spark, FLAT_TYPES, 12_000, 3).selectExpr("*", "IF(k % 3 = 0, NULL, CAST(k % 3 AS INT)) AS p")
+        part.write.partitionBy("p").parquet(str(tmp_path / "t"))
+        df = spark.read.parquet(str(tmp_path / "t"))
     conf.set("spark.sql.parquet.columnarReaderBatchSize", "1001")
-    conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "2500")
+    conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", batch)
     try:
         with caplog.at_level(logging.DEBUG, logger="ray_on_spark"):
             ds = ray_on_spark.from_spark(df)
@@ -135,8 +147,8 @@ def test_columnar_sources_are_copied_column_by_column_exactly(spark, source, tmp
         conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
         df.unpersist()
     blocks = ray.get(block_refs(ds))
-    chunks = [len(c) for b in blocks for c in b.column("k").chunks]
-    assert max(chunks) <= 2500 and max(chunks) > 1003  # Spark's batches gathered into Arrow batches of <= 2,500
+    longest = max(len(c) for b in blocks for c in b.column("k").chunks)
+    assert {"2500": 1003 < longest <= 2500, "700": longest == 1001, "0": longest > 2500}[batch]
     for got, want in ((pa.concat_tables(blocks), expected),
                       (pa.concat_tables(ray.get(block_refs(filtered))), expected_filtered)):
         assert got.schema.equals(want.schema, check_metadata=False)
