@@ -275,7 +275,7 @@ def test_requests_the_spark_cluster_cannot_meet_are_refused_before_start(spark, 
     assert ray_processes() == before
 
 
-def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark, no_ray_left, caplog):
+def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark, no_ray_left, caplog, tmp_path):
     """Ray on Spark mode: one worker node, so one Spark slot stays free for the conversion jobs."""
     ray_on_spark.setup_ray_cluster(max_worker_nodes=1, num_cpus_worker_node=1)
     try:
@@ -290,6 +290,12 @@ def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark,
         back = ray_on_spark.to_spark(doubled, spark)
         assert [(f.name, f.dataType) for f in back.schema] == [(f.name, f.dataType) for f in df.schema]
         assert back.selectExpr("sum(a)", "count(DISTINCT s)").first()[:] == (29999 * 30000, 30000)
+        df.write.parquet(str(tmp_path / "t"))  # a columnar source: copied column by column
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="ray_on_spark"):
+            from_parquet = ray_on_spark.from_spark(spark.read.parquet(str(tmp_path / "t")))
+        assert "columnar source" in caplog.text
+        assert from_parquet.sum("a") == 29999 * 30000 // 2
     finally:
         ray_on_spark.shutdown_ray_cluster()
     # A new cluster in the same Spark application: the executors' Python workers that were
