@@ -444,8 +444,9 @@ def columnar_source(df):
     """The JVM plan node that yields ``df``'s rows as ColumnarBatches, or None.
 
     When ``df`` is a columnar scan and nothing else -- a cached table of numeric columns,
-    a Parquet or ORC read -- its columns are copied into Arrow vectors as they are, which
-    is several times faster than Spark's row-by-row Arrow encoding (``toArrowBatchRdd``).
+    a Parquet or ORC read -- its columns are copied into Arrow vectors as they are, skipping
+    Spark's row-by-row Arrow encoding (``toArrowBatchRdd``; 80 MB of cached int64: the whole
+    job ~0.15 s instead of the encoding's ~0.25 s).
     Anything on top of the scan (a filter, a projection, adaptive execution) goes row by row.
     """
     if sys.byteorder != "little" or not columnar_types_only([f.dataType.typeName() for f in df.schema.fields]):
