@@ -9,6 +9,7 @@ process it knows about is gone.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -352,7 +353,20 @@ class RayClusterOnSpark:
             return f"The Spark job holding the Ray worker nodes failed: {_short_spark_error(text)}{_executor_hint(text)}"
         errors = [json.loads(r).get("error") or json.loads(r).get("reason") for r in self._job_results or []]
         errors = [e for e in errors if e]
-        return "Ray worker nodes failed to start:\n" + ("\n".join(errors) or "(no error text)")
+        return ("Ray worker nodes failed to start:\n" + ("\n".join(errors) or "(no error text)")
+                + self._head_raylet_tail())
+
+    def _head_raylet_tail(self, lines: int = 15) -> str:
+        """The end of the head's raylet log: why workers found no head node (it is gone after shutdown)."""
+        logs = sorted(glob.glob(os.path.join(self.temp_dir, "head", "session_*", "logs", "raylet.out")))
+        if not logs:
+            return ""
+        try:
+            with open(logs[-1], errors="replace") as f:
+                tail = f.readlines()[-lines:]
+        except OSError:
+            return ""
+        return f"\nThe head's raylet log ({logs[-1]}) ends with:\n" + "".join(tail).rstrip()
 
     def _read_head_output(self) -> str:
         out = ""
