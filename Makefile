@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test unit bench clean
+.PHONY: setup demo test unit lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,11 +18,15 @@ $(VENV)/.installed: setup.py
 demo: setup
 	$(PY) -m ray_on_spark.demo
 
-test: setup
+# The lint, then every test: tests/unit (no Spark, no Ray; seconds) and tests/integration (real clusters).
+test: lint
 	$(PY) -m pytest tests -v --durations=15
 
 unit: setup
-	$(PY) -m pytest tests/test_resources.py tests/test_options.py tests/test_ports.py tests/test_supervisor.py tests/test_autoscale_unit.py -q
+	$(PY) -m pytest tests/unit -q
+
+lint: setup
+	$(PY) -m ruff check .
 
 bench: setup
 	$(PY) benchmarks/startup.py

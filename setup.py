@@ -5,9 +5,11 @@ setup(
     version="0.1.0",
     description="Run Ray on Spark (setup_ray_cluster) and Spark on Ray.",
     packages=find_packages(include=["ray_on_spark", "ray_on_spark.*"]),
+    # The executors' Arrow writer is Java, compiled at run time: it ships as package data.
+    package_data={"ray_on_spark.data": ["java/*.java"]},
     python_requires=">=3.9",
     install_requires=["pyspark>=4.0", "ray[default]>=2.52", "psutil"],
     extras_require={
-        "test": ["pytest", "pyarrow", "pandas", "nbclient", "nbformat", "ipykernel"],
+        "test": ["pytest", "pyarrow", "pandas", "nbclient", "nbformat", "ipykernel", "ruff"],
     },
 )

@@ -35,8 +35,8 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,7 +109,8 @@ def side_ours(rows: int, reps: int, mixed: bool, parquet: bool = False) -> dict:
     import ray
 
     import ray_on_spark
-    from ray_on_spark import arrow_files
+    from ray_on_spark.data import jvm_writer
+    from ray_on_spark.data.spark_arrow import arrow_batches, columnar_source
 
     spark = _start(1 << 30)
     tmp = tempfile.mkdtemp(prefix="ros-bench-parquet-")
@@ -122,7 +123,7 @@ def side_ours(rows: int, reps: int, mixed: bool, parquet: bool = False) -> dict:
             df = make(spark, rows).cache()
         assert df.count() == rows
         # which Spark -> Ray encoding from_spark uses: column by column, or Spark's row-wise one
-        path = "columnar" if arrow_files.columnar_source(df) is not None else "row-wise"
+        path = "columnar" if columnar_source(df) is not None else "row-wise"
         exprs = FULL_PASS[mixed]
         nbytes = None
 
@@ -150,21 +151,19 @@ def side_ours(rows: int, reps: int, mixed: bool, parquet: bool = False) -> dict:
             assert res["n"] == rows
             return res
 
-        from ray_on_spark import arrow_files
-        from ray_on_spark.dataset import _arrow_batches
 
         def encode_only():  # executors encode every partition (from_spark's batches); nothing leaves the JVM
-            _arrow_batches(df)._jrdd.count()
+            arrow_batches(df)._jrdd.count()
 
         def to_python_only():  # ... and hand every batch to a Python worker, which drops it
-            _arrow_batches(df).mapPartitions(lambda it: [sum(len(m) for m in it)]).collect()
+            arrow_batches(df).mapPartitions(lambda it: [sum(len(m) for m in it)]).collect()
 
         def ours_from_via_python():  # from_spark's fallback path
-            os.environ[arrow_files.ENV] = "0"
+            os.environ[jvm_writer.ENV] = "0"
             try:
                 return ours_from()
             finally:
-                del os.environ[arrow_files.ENV]
+                del os.environ[jvm_writer.ENV]
 
         cold_from, ds = _timed(ours_from)
         cold_to, _ = _timed(lambda: ours_to(ds))

@@ -231,10 +231,11 @@ def _shutdown(rss: PeakRss, failed: bool) -> None:
 
 
 def cmd_startup(args) -> dict:
+    from importlib.metadata import version
+
     import pyspark
     import ray
     import raydp
-    from importlib.metadata import version
 
     rss = PeakRss()
     with rss:

@@ -11,7 +11,7 @@ workloads of ``workloads.py``:
 * peak_rss_mb   -- this process and all its descendants (Ray included), sampled every 0.2 s.
 
 Ours first runs one "first session on this host" with an empty cache (it records its
-JVMs' classes and builds the class-data archives of ``ray_on_spark.cds`` at exit), reported
+JVMs' classes and builds the class-data archives of ``ray_on_spark.on_ray.cds`` at exit), reported
 on its own; the measured reps then start from those archives, as every later session on a
 host does.  RayDP runs with ``--raydp`` in its own venv (pyspark 3.5; created on first use,
 see ``raydp_venv.py``).  Sides alternate ``--reps`` times; medians are reported.  The last line
@@ -19,7 +19,7 @@ is JSON with ``ours_init_first_job_s``, ``raydp_init_first_job_s`` and ``ratio``
 
     .venv/bin/python benchmarks/spark_on_ray.py --raydp --reps 3
 
-``--jit-check`` instead runs ours with and without ``ray_on_spark.jit``'s tuning and adds
+``--jit-check`` instead runs ours with and without ``ray_on_spark.on_ray.jit``'s tuning and adds
 warm (steady-state) figures, to show that the faster start costs no later speed.
 """
 
@@ -45,8 +45,8 @@ import workloads  # noqa: E402
 def ours(rows: int, warm: bool = False) -> dict:
     """One run of ray_on_spark's RayDP mode in this process."""
     import ray
-
     from raydp_side import PeakRss  # the same sampler as the RayDP side
+
     import ray_on_spark
 
     rss = PeakRss()
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--jit-check", action="store_true",
-                   help="instead: ours with and without ray_on_spark.jit's tuning, start-up and warm figures")
+                   help="instead: ours with and without ray_on_spark.on_ray.jit's tuning, start-up and warm figures")
     p.add_argument("--side", choices=["ours"], help=argparse.SUPPRESS)  # internal: one run, JSON out
     p.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)  # internal: add warm figures
     args = p.parse_args(argv)
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         raydp_python = ensure_raydp_venv()
     runs = {"ours": [], "raydp": []}
     ours_cmd = [sys.executable, os.path.abspath(__file__), "--side", "ours", "--rows", str(args.rows)]
-    # Our JVMs start from class-data archives (ray_on_spark.cds) that the first session on a
+    # Our JVMs start from class-data archives (ray_on_spark.on_ray.cds) that the first session on a
     # host records and builds. Measure that first session on its own, with an empty cache, then
     # run the measured reps against the archives it left. The user's ~/.cache is not touched.
     cache = tempfile.mkdtemp(prefix="ros-bench-cache-")
@@ -172,7 +172,7 @@ def jit_check(reps: int, rows: int) -> int:
         shutil.rmtree(cache, ignore_errors=True)
     keys = ["init_s", "first_job_s", "init_first_job_s", "second_job_s", "warm_job_s", "warm_join_s", "warm_plan_s"]
     med = {t: {k: round(statistics.median(r[k] for r in runs[t]), 3) for k in keys} for t in runs}
-    _print_table(reps, keys, [("HotSpot defaults", med["0"]), ("ray_on_spark.jit", med["1"])])
+    _print_table(reps, keys, [("HotSpot defaults", med["0"]), ("ray_on_spark.on_ray.jit", med["1"])])
     result = {f"{side}_{k}": med[t][k] for t, side in (("0", "jit_off"), ("1", "jit_on")) for k in keys}
     result["init_first_job_ratio"] = round(med["1"]["init_first_job_s"] / med["0"]["init_first_job_s"], 2)
     print(json.dumps(result))

@@ -97,7 +97,8 @@ def run_ray_util_spark(n: int) -> dict:
 def run_floor(n: int) -> dict:
     """Plain `ray start`: head, then the workers once the head's GCS answers."""
     import ray
-    from ray_on_spark.ports import free_ports
+
+    from ray_on_spark.runtime.ports import free_ports
 
     baseline = ray_processes()
     tmp = tempfile.mkdtemp(prefix="ros-floor-")
@@ -114,14 +115,14 @@ def run_floor(n: int) -> dict:
                                             "--min-worker-port=0", "--max-worker-port=0"], env=env,
                                   stdout=open(f"{tmp}/head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
     import ray._private.services as services
-    from ray_on_spark import gcs
+
+    from ray_on_spark import _ray
+    from ray_on_spark.runtime.waiting import wait_until
 
     address = f"{services.get_node_ip_address()}:{port}"
-    old = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE",)}
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    gcs.refresh_auth_config()
+    old = _ray.use_auth(None)  # the floor's plain `ray start` has no token
     try:
-        gcs.wait_until(lambda: gcs.list_nodes(gcs.gcs_client(address)) or None, timeout=120, what="floor head")
+        wait_until(lambda: _ray.list_nodes(_ray.gcs_client(address)) or None, timeout=120, what="floor head")
         for i in range(n):
             procs.append(subprocess.Popen(ray_cmd + [f"--address={address}", "--num-cpus=1", f"--temp-dir={tmp}/w{i}",
                                                     "--min-worker-port=0", "--max-worker-port=0",
@@ -143,12 +144,7 @@ def run_floor(n: int) -> dict:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        gcs.refresh_auth_config()
+        _ray.restore_auth(old)
     _wait_zero(baseline, timeout=20)
     import shutil
 
@@ -166,8 +162,8 @@ def main() -> int:
     # ray.util.spark runs `ray` from PATH (shutil.which) on the driver and executors.
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
-    from ray_on_spark.local_standalone import LocalStandaloneSpark, session_builder
     from ray_on_spark.spark_env import wait_for_slots
+    from ray_on_spark.testing.local_standalone import LocalStandaloneSpark, session_builder
 
     results = {"ours": [], "ray.util.spark": [], "floor": []}
     with LocalStandaloneSpark(num_workers=args.workers, cores=1, memory="2g") as local:

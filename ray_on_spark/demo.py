@@ -11,6 +11,7 @@ import collections
 import logging
 import sys
 import time
+from typing import List, Optional
 
 
 def _estimate_pi(samples: int) -> int:
@@ -20,7 +21,7 @@ def _estimate_pi(samples: int) -> int:
     return sum(1 for _ in range(samples) if rnd.random() ** 2 + rnd.random() ** 2 <= 1.0)
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--master", help="an existing Spark master URL (default: start a local standalone cluster)")
     p.add_argument("--workers", type=int, default=2, help="Ray worker nodes (= Spark task slots used)")
@@ -33,8 +34,8 @@ def main(argv=None) -> int:
     import ray
 
     import ray_on_spark
-    from ray_on_spark.local_standalone import LocalStandaloneSpark, session_builder
-    from ray_on_spark.worker_task import LABEL_PARTITION
+    from ray_on_spark.on_spark.ray_start import LABEL_PARTITION
+    from ray_on_spark.testing.local_standalone import LocalStandaloneSpark, session_builder
 
     timings = {}
     local = None

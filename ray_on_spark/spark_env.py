@@ -1,26 +1,67 @@
-"""What the library needs to know about the running Spark application.
+"""The one seam to pyspark's internals: the JVM behind a SparkContext, DataFrame and RDD.
 
-Thin wrappers over SparkContext / its JVM side, kept in one place so the rest of the
-code reads as plain Python values.
+Everything that goes through ``_jvm``, ``_jsc``, ``_jdf``, ``_gateway`` or another private
+pyspark attribute is a named function here; the rest of the library reads plain Python
+values. A Spark upgrade that moves one of them breaks this module only.
+
+Also where the library finds Spark and Java on this machine (:func:`spark_home`,
+:func:`java_env`), for the JVMs it starts itself.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shlex
+import shutil
 import socket
-import time
-from typing import List, Optional
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from ray_on_spark.resources import executor_footprint_bytes, parse_memory
+from ray_on_spark.errors import NoSparkSessionError, RayOnSparkError
+from ray_on_spark.runtime.units import parse_memory
+from ray_on_spark.runtime.waiting import poll_until
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark import RDD, SparkContext
+    from pyspark.resource import ResourceProfile
+    from pyspark.sql import DataFrame, SparkSession
 
 logger = logging.getLogger(__name__)
 
+#: A py4j proxy of a JVM object (a plan node, a class, an RpcEnv): used only through this module.
+JavaObject = Any
 
-class NoSparkSessionError(RuntimeError):
-    pass
+
+# ---------------------------------------------------------------- Spark and Java on this machine
+def spark_home() -> str:
+    """The Spark installation pyspark brings (its jars, bin/spark-class)."""
+    import pyspark
+
+    return os.path.dirname(pyspark.__file__)
 
 
-def active_spark():
+def java_env() -> Dict[str, str]:
+    """Environment for the Spark JVMs the library starts: JAVA_HOME found from `java` on PATH if unset."""
+    env = dict(os.environ)
+    if not env.get("JAVA_HOME"):
+        java = shutil.which("java")
+        if java is None:
+            raise RayOnSparkError("Java 17 is needed to run Spark: install it (e.g. apt-get install openjdk-17-jre-headless).")
+        env["JAVA_HOME"] = os.path.dirname(os.path.dirname(os.path.realpath(java)))
+    env["SPARK_HOME"] = spark_home()
+    env["PYSPARK_PYTHON"] = env.get("PYSPARK_PYTHON", sys.executable)
+    return env
+
+
+def java_binary() -> str:
+    """The ``java`` the Spark JVMs run with."""
+    return os.path.join(java_env()["JAVA_HOME"], "bin", "java")
+
+
+# ---------------------------------------------------------------- the running application
+def active_spark() -> "SparkSession":
     """The active SparkSession, or a clear error saying how to get one."""
     from pyspark.sql import SparkSession
 
@@ -47,50 +88,68 @@ def master_kind(master: str) -> str:
     return "unsupported"
 
 
-def conf_get(sc, key: str, default: Optional[str] = None) -> Optional[str]:
+def conf_get(sc: "SparkContext", key: str, default: Optional[str] = None) -> Optional[str]:
     return sc.getConf().get(key, default)
 
 
-def task_cpus(sc) -> int:
-    return int(conf_get(sc, "spark.task.cpus", "1"))
+def task_cpus(sc: "SparkContext") -> int:
+    return int(conf_get(sc, "spark.task.cpus", "1") or "1")
 
 
-def task_gpus(sc) -> float:
-    return float(conf_get(sc, "spark.task.resource.gpu.amount", "0"))
+def task_gpus(sc: "SparkContext") -> float:
+    return float(conf_get(sc, "spark.task.resource.gpu.amount", "0") or "0")
 
 
-def executor_footprint(sc) -> int:
-    """Host memory one executor of this application takes (heap + overhead + pyspark)."""
+@dataclass(frozen=True)
+class ExecutorMemory:
+    """An executor's memory confs in bytes (None: unset), to size what it takes on its host."""
+
+    heap: int
+    overhead: Optional[int]
+    overhead_factor: float
+    pyspark: int
+
+
+def executor_memory(sc: "SparkContext") -> ExecutorMemory:
+    """``spark.executor.memory``, ``memoryOverhead``/``memoryOverheadFactor`` and ``pyspark.memory``."""
     heap = parse_memory(conf_get(sc, "spark.executor.memory", "1g"), name="spark.executor.memory", default_unit="m")
     overhead_s = conf_get(sc, "spark.executor.memoryOverhead")
-    overhead = parse_memory(overhead_s, default_unit="m") if overhead_s else None
-    factor = float(conf_get(sc, "spark.executor.memoryOverheadFactor", "0.1"))
     py_s = conf_get(sc, "spark.executor.pyspark.memory")
-    py = parse_memory(py_s, default_unit="m") if py_s else 0
-    return executor_footprint_bytes(heap, overhead, factor, py)
+    return ExecutorMemory(
+        heap=heap,
+        overhead=parse_memory(overhead_s, default_unit="m") if overhead_s else None,
+        overhead_factor=float(conf_get(sc, "spark.executor.memoryOverheadFactor", "0.1") or "0.1"),
+        pyspark=parse_memory(py_s, default_unit="m") if py_s else 0,
+    )
 
 
-def driver_memory(sc) -> int:
+def driver_memory(sc: "SparkContext") -> int:
     return parse_memory(conf_get(sc, "spark.driver.memory", "1g"), name="spark.driver.memory", default_unit="m")
 
 
-def driver_host(sc) -> str:
+def driver_host(sc: "SparkContext") -> str:
     """The driver's address as executors see it (where the Ray head will listen)."""
     host = conf_get(sc, "spark.driver.host") or socket.gethostname()
     return socket.gethostbyname(host)
 
 
-def driver_gpu_addresses(sc) -> List[str]:
+def driver_gpu_addresses(sc: "SparkContext") -> List[str]:
     """GPU addresses Spark assigned to the driver (spark.driver.resource.gpu.*), in order."""
     info = (sc.resources or {}).get("gpu")
     return list(info.addresses) if info is not None else []
 
 
-def dynamic_allocation(sc) -> bool:
+def dynamic_allocation(sc: "SparkContext") -> bool:
     return (conf_get(sc, "spark.dynamicAllocation.enabled", "false") or "false").lower() == "true"
 
 
-def task_resource_profile(num_cpus: int, num_gpus: int):
+def registration_window_s(sc: "SparkContext") -> float:
+    """``spark.scheduler.maxRegisteredResourcesWaitingTime`` in seconds (Spark's executor registration window)."""
+    raw = conf_get(sc, "spark.scheduler.maxRegisteredResourcesWaitingTime", "30s") or "30s"
+    return float(raw[:-2]) / 1000 if raw.endswith("ms") else float(raw.rstrip("s"))
+
+
+def task_resource_profile(num_cpus: int, num_gpus: int) -> "ResourceProfile":
     """A stage-level TaskResourceProfile asking ``num_cpus`` (and GPUs) per task."""
     from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
 
@@ -100,7 +159,7 @@ def task_resource_profile(num_cpus: int, num_gpus: int):
     return ResourceProfileBuilder().require(req).build
 
 
-def max_concurrent_tasks(sc, profile=None) -> int:
+def max_concurrent_tasks(sc: "SparkContext", profile: Optional["ResourceProfile"] = None) -> int:
     """How many tasks of ``profile`` the registered executors can run at once."""
     jsc = sc._jsc.sc()
     if profile is None:
@@ -115,27 +174,33 @@ def max_concurrent_tasks(sc, profile=None) -> int:
     return int(jsc.maxNumConcurrentTasks(jprofile))
 
 
-def wait_for_slots(sc, needed: int, profile, timeout: float) -> int:
+def wait_for_slots(sc: "SparkContext", needed: int, profile: Optional["ResourceProfile"], timeout: float) -> int:
     """Wait until executors offer ``needed`` concurrent task slots; return what they offer.
 
     Executors register with the driver some seconds after the SparkSession starts;
     a barrier job submitted before that is rejected by Spark (and retried for minutes).
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        have = max_concurrent_tasks(sc, profile)
-        if have >= needed or time.monotonic() >= deadline:
-            return have
-        time.sleep(0.2)
+    poll_until(lambda: max_concurrent_tasks(sc, profile) >= needed, timeout=timeout, poll=0.2)
+    return max_concurrent_tasks(sc, profile)
 
 
-def executor_count(sc) -> int:
-    """Executors registered right now (the driver excluded)."""
+def executor_count(sc: "SparkContext") -> int:
+    """Executors registered right now (the driver excluded), as the status tracker reports them."""
     infos = sc.statusTracker().getExecutorInfos()
     return max(0, len(infos) - 1)
 
 
-def job_group_running(sc, group: str) -> bool:
+def registered_executors(sc: "SparkContext") -> int:
+    """Executors registered with the driver's block manager (the driver excluded): the earliest count."""
+    return int(sc._jsc.sc().getExecutorMemoryStatus().size()) - 1
+
+
+def executor_hosts(sc: "SparkContext") -> List[str]:
+    """The hosts of the executors and of the driver, as Spark names them."""
+    return sorted({e.host() for e in sc._jsc.sc().statusTracker().getExecutorInfos()})
+
+
+def job_group_running(sc: "SparkContext", group: str) -> bool:
     """True while a job of the group has been submitted and has not ended.
 
     Job status, unlike a stage's task counts, is never stale: Spark's status store may
@@ -150,7 +215,7 @@ def job_group_running(sc, group: str) -> bool:
     return False
 
 
-def job_has_active_tasks(sc, group: str) -> bool:
+def job_has_active_tasks(sc: "SparkContext", group: str) -> bool:
     """True while any stage of the job group still has running tasks."""
     tracker = sc.statusTracker()
     for job_id in tracker.getJobIdsForGroup(group):
@@ -162,3 +227,174 @@ def job_has_active_tasks(sc, group: str) -> bool:
             if stage is not None and stage.numActiveTasks > 0:
                 return True
     return False
+
+
+# ---------------------------------------------------------------- DataFrames, RDDs and Java code (data/)
+def context_key(sc: "SparkContext") -> object:
+    """The JVM SparkContext behind ``sc``: changes when a new SparkContext starts (jars must be added again)."""
+    return sc._jsc
+
+
+def compile_java(sc: "SparkContext", source: str) -> Tuple[Dict[str, bytes], JavaObject]:
+    """Compile ``source`` with Janino, the compiler Spark ships for its code generation (no JDK needed).
+
+    Returns the class files by class name and the class loader that holds the compiled classes.
+    """
+    compiler = sc._jvm.org.codehaus.janino.SimpleCompiler()
+    compiler.cook(source)
+    codes = compiler.getBytecodes()
+    return {str(name): bytes(codes.get(name)) for name in codes.keySet()}, compiler.getClassLoader()
+
+
+def add_jar(sc: "SparkContext", path: str) -> None:
+    """Hand a jar to the executors (they fetch it before their next task)."""
+    sc._jsc.addJar(path)
+
+
+def new_java_instance(sc: "SparkContext", cls: JavaObject, args: Sequence[object]) -> JavaObject:
+    """``new cls(args...)`` for a class loaded by :func:`compile_java`'s loader (one public constructor)."""
+    array = sc._gateway.new_array(sc._jvm.java.lang.Object, len(args))
+    for i, arg in enumerate(args):
+        array[i] = arg
+    return cls.getConstructors()[0].newInstance(array)
+
+
+def collect_jvm_partitions(sc: "SparkContext", rdd: JavaObject, function: JavaObject) -> List[str]:
+    """``rdd.mapPartitionsWithIndex(function).collect()`` on a JVM RDD, as strings."""
+    jvm = sc._jvm
+    jrdd = jvm.org.apache.spark.api.java.JavaRDD.fromRDD(rdd, jvm.scala.reflect.ClassTag.Any())
+    return [str(line) for line in jrdd.mapPartitionsWithIndex(function, False).collect()]
+
+
+def schema_default_size(df: "DataFrame") -> int:
+    """Spark's estimate of one row's size in bytes (``StructType.defaultSize``)."""
+    return int(df._jdf.schema().defaultSize())
+
+
+def size_estimate(df: "DataFrame") -> int:
+    """Spark's estimate of ``df``'s size in bytes (0 when it has none, as Spark's own planner would assume small)."""
+    try:
+        return int(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes().toString())
+    except Exception as e:
+        logger.debug("no size estimate: %s", e)
+        return 0
+
+
+def arrow_batch_rdd(df: "DataFrame") -> JavaObject:
+    """Spark's own Arrow encoding of ``df``: a JVM ``RDD[Array[Byte]]``, one IPC record-batch message each."""
+    return df._jdf.toArrowBatchRdd()
+
+
+def python_rdd_of_bytes(sc: "SparkContext", rdd: JavaObject) -> "RDD":
+    """A JVM ``RDD[Array[Byte]]`` as a Python RDD of ``bytes`` (no deserialization)."""
+    from pyspark.rdd import RDD
+    from pyspark.serializers import NoOpSerializer
+
+    jvm = sc._jvm
+    jrdd = jvm.org.apache.spark.api.java.JavaRDD.fromRDD(rdd, jvm.scala.reflect.ClassTag.Any())
+    return RDD(jrdd, sc, NoOpSerializer())
+
+
+def wrap_python_functions(rdd: "RDD") -> None:
+    """Make pyspark wrap the RDD's Python functions now (it copies ``sc.environment`` into them then)."""
+    rdd._jrdd  # noqa: B018 (a property with the side effect)
+
+
+def columnar_scan(df: "DataFrame", pass_through: Sequence[str]) -> Optional[JavaObject]:
+    """The plan node under ``pass_through`` nodes that yields ``df``'s exact columns as ColumnarBatches, or None."""
+    try:
+        plan = df._jdf.queryExecution().executedPlan()
+        while plan.getClass().getSimpleName() in pass_through:
+            plan = plan.child()
+        if plan.supportsColumnar() and plan.schema().simpleString() == df._jdf.schema().simpleString():
+            return plan  # the same columns, names and types, in the same order
+    except Exception as e:  # another Spark's plan classes: Spark's row-wise encoding still works
+        logger.debug("from_spark: no columnar source: %s", e)
+    return None
+
+
+def execute_columnar(plan: JavaObject) -> JavaObject:
+    """The plan node's ``RDD[ColumnarBatch]``."""
+    return plan.executeColumnar()
+
+
+def plan_node_name(plan: JavaObject) -> str:
+    return str(plan.nodeName())
+
+
+# ---------------------------------------------------------------- the driver JVM of Spark on Ray (on_ray/)
+def driver_jvm_running() -> bool:
+    """Whether this process's pyspark has already launched its JVM (its environment can no longer change)."""
+    from pyspark import SparkContext
+
+    return SparkContext._gateway is not None
+
+
+def launch_driver_jvm(confs: Dict[str, str], local_ip: str) -> None:
+    """Launch pyspark's JVM (py4j gateway) now, with ``confs`` that shape the JVM itself (heap, options, jars).
+
+    ``SPARK_LOCAL_IP`` is set for the JVM only (a master started in it binds its web UI there).
+    """
+    from pyspark import SparkConf, SparkContext
+
+    with SparkContext._lock:
+        saved = os.environ.get("SPARK_LOCAL_IP")
+        os.environ["SPARK_LOCAL_IP"] = local_ip
+        try:
+            conf = SparkConf(loadDefaults=False)
+            for key, value in confs.items():
+                conf.set(key, value)
+            SparkContext._ensure_initialized(conf=conf)
+        finally:
+            if saved is None:
+                os.environ.pop("SPARK_LOCAL_IP", None)
+            else:
+                os.environ["SPARK_LOCAL_IP"] = saved
+
+
+def driver_jvm_classpath() -> str:
+    """The classpath pyspark's launcher gave the driver's JVM."""
+    import psutil
+    from pyspark import SparkContext
+
+    cmd = psutil.Process(SparkContext._gateway.proc.pid).cmdline()
+    return cmd[cmd.index("-cp") + 1]
+
+
+def executor_startup_java_options(sc: "SparkContext") -> List[str]:
+    """JVM options an executor of this application needs: Java's module options and the startup confs.
+
+    The confs an executor needs before it can talk to the driver (auth, rpc, ports), as
+    ``-Dkey=value``; Spark itself leaves the secret out (it travels in _SPARK_AUTH_SECRET).
+    """
+    jvm = sc._jvm
+    options = shlex.split(jvm.org.apache.spark.launcher.JavaModuleOptions.defaultModuleOptions())
+    for key, value in sorted(sc.getConf().getAll()):
+        if jvm.org.apache.spark.SparkConf.isExecutorStartupConf(key) and "secret" not in key:
+            options.append(f"-D{key}={value}")
+    return options
+
+
+def start_master_in_driver(host: str, port: int, secret: str) -> JavaObject:
+    """A standalone Master in the driver's JVM (as Spark's local-cluster mode does); its RpcEnv.
+
+    It has no workers by design, so its "no worker can run this app" warning is silenced.
+    """
+    from pyspark import SparkContext
+
+    jvm = SparkContext._jvm
+    if jvm is None:
+        raise RayOnSparkError("the Spark driver's JVM did not start; see the errors above")
+    try:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            "org.apache.spark.deploy.master.Master", jvm.org.apache.logging.log4j.Level.ERROR)
+    except Exception as e:
+        logger.debug("quieting the in-driver master's log: %s", e)
+    conf = jvm.org.apache.spark.SparkConf(False)
+    conf.set("spark.authenticate", "true").set("spark.authenticate.secret", secret)
+    return jvm.org.apache.spark.deploy.master.Master.startRpcEnvAndEndpoint(host, port, 0, conf)._1()
+
+
+def stop_rpc_env(rpc_env: JavaObject) -> None:
+    rpc_env.shutdown()
+    rpc_env.awaitTermination()

@@ -8,7 +8,7 @@ from typing import Iterable, Set, Tuple
 import psutil
 
 RAY_MARKERS = (
-    "ray_on_spark.supervisor",
+    "ray_on_spark.runtime.supervisor",
     "ray.scripts.scripts",
     "/ray/core/src/ray/raylet/raylet",
     "/ray/core/src/ray/gcs/gcs_server",

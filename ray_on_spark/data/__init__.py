@@ -1,0 +1,11 @@
+"""Data between the two engines: Spark DataFrame <-> Ray Dataset through Ray's object store.
+
+* ``api``            -- from_spark / to_spark (RayDP's spark_dataframe_to_ray_dataset and back)
+* ``holders``        -- the Ray actors that own converted blocks (a holder per cluster or session, an owner per node)
+* ``spark_arrow``    -- Spark's side: a DataFrame as Arrow record batches, row by row or column by column
+* ``jvm_writer``     -- from_spark's first path: executors' JVMs write Arrow files to /dev/shm
+                        (``java/RayOnSparkArrowFileWriter.java``, compiled with Spark's Janino)
+* ``python_workers`` -- the functions that run in Spark tasks' Python workers (fallback path, to_spark)
+
+Used by both directions; imports neither.
+"""

@@ -1,0 +1,9 @@
+"""Spark on Ray (RayDP mode): a SparkSession whose executors live in Ray actors.
+
+* ``api``            -- init_spark / stop_spark / active_spark (RayDP's arguments)
+* ``plan``           -- pure: init_spark's argument checks, placement-group bundles and Spark confs
+* ``session``        -- SparkOnRay, the owner of one session: master, placement group, actors, SparkSession
+* ``executor_actor`` -- the Ray actor that launches and owns one Spark executor JVM
+* ``cds``            -- class-data archives that make those JVMs start faster
+* ``jit``            -- JIT thresholds for those JVMs: less C2 work while they start
+"""

@@ -1,0 +1,179 @@
+"""The body of the long-running barrier Spark task: one Ray worker node per task.
+
+Flow of every task (all tasks of the barrier stage run it together):
+
+1. describe its host (memory, /dev/shm, which executor it runs in) and
+   ``allGather`` the descriptions, so each task knows how many Ray nodes and executors
+   share its host and can compute a memory share that never overcommits the host;
+2. start a :mod:`ray_on_spark.runtime.supervisor` that runs ``ray start --block`` with the
+   task's CPUs, its GPU *addresses* and that memory share, and wait for READY/FAILED;
+3. ``allGather`` the outcome: if any node failed, every task stops its node and
+   *returns* the errors, so the driver gets the real error text at once (raising would
+   make Spark retry the whole barrier stage several times first);
+4. otherwise block until the node ends: the job is cancelled (Spark kills this Python
+   worker, the supervisor notices its parent is gone) or the head goes away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from typing import Dict, Iterator, List, Optional
+
+from ray_on_spark.errors import WorkerNodesStartError
+from ray_on_spark.on_spark import ray_start, resources
+from ray_on_spark.on_spark.plan import WorkerPlan
+from ray_on_spark.on_spark.ray_start import LABEL_CLUSTER, LABEL_CTIME, LABEL_PARTITION, LABEL_PID
+from ray_on_spark.runtime.host import executor_key, host_ip_towards, host_memory_bytes, shm_bytes
+from ray_on_spark.runtime.supervised import SupervisedProcess, supervisor_command
+from ray_on_spark.runtime.supervisor import EXIT_HEAD_LOST, EXIT_PARENT_LOST, EXIT_TERMINATED
+
+logger = logging.getLogger(__name__)
+
+
+def describe_host(plan: WorkerPlan, partition: int) -> dict:
+    return {
+        "partition": partition,
+        "host": host_ip_towards(plan.head_host),
+        "total_memory": host_memory_bytes(),
+        "shm_bytes": shm_bytes(),
+        "executor": executor_key(),
+    }
+
+
+def launch_node(
+    plan: WorkerPlan, partition: object, num_cpus: int, gpus: List[str], share: resources.MemoryShare,
+    extra_resources: Optional[Dict[str, float]] = None,
+) -> SupervisedProcess:
+    """Start one supervised ``ray start --block`` for this task (a fresh private temp dir each time)."""
+    temp_dir = tempfile.mkdtemp(prefix=f"ros-{plan.cluster_id}-w{partition}-", dir=plan.temp_root)
+    # The supervisor fills in its own pid and create time (unknown until it runs), so
+    # the driver can find and verify it through the node's labels.
+    labels = {
+        LABEL_CLUSTER: plan.cluster_id,
+        LABEL_PARTITION: str(partition),
+        LABEL_PID: "{supervisor_pid}",
+        LABEL_CTIME: "{supervisor_ctime}",
+    }
+    # Ray makes its temp dir world-writable; keeping it inside our 0700 dir keeps it private.
+    node = ray_start.worker_command(
+        head_address=plan.head_address,
+        shape=ray_start.NodeShape(num_cpus, len(gpus), share.heap_bytes, share.object_store_bytes),
+        temp_dir=os.path.join(temp_dir, "r"), labels=labels,
+        options=ray_start.merged_resources_option(plan.worker_options, extra_resources),
+    )
+    cmd = supervisor_command(
+        node, log=os.path.join(temp_dir, "ray-start.log"), cleanup_dir=temp_dir, start_timeout=plan.start_timeout,
+        watch=(plan.head_host, plan.head_port),
+        collect_logs_to=collect_logs_path(plan.collect_log_dir, f"ray-worker-{plan.cluster_id}-p{partition}"),
+    )
+    return SupervisedProcess(cmd, ray_start.node_env(auth_token=plan.auth_token, gpus=gpus, temp_dir=temp_dir))
+
+
+def collect_logs_path(collect_dir: Optional[str], name: str) -> Optional[str]:
+    """Where a node copies its logs at teardown (``collect_log_to_path/name``, plus ``-<pid>``), or None."""
+    return os.path.join(collect_dir, name) if collect_dir else None
+
+
+def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
+    """Barrier task body (see module docstring). Yields JSON status records."""
+    from pyspark import BarrierTaskContext
+
+    ctx = BarrierTaskContext.get()
+    partition = ctx.partitionId()
+    me = describe_host(plan, partition)
+    infos = [json.loads(s) for s in ctx.allGather(json.dumps(me))]
+    where = f"Ray worker node for Spark partition {partition} on {me['host']}"
+
+    error: Optional[str] = None
+    node: Optional[SupervisedProcess] = None
+    try:
+        hosts = resources.hosts_summary(infos, plan.driver_host, plan.driver_host_reserved)
+        share = resources.worker_memory_share(
+            hosts[me["host"]], plan.executor_footprint, plan.requested_heap, plan.requested_object_store
+        )
+        task_gpus = ctx.resources().get("gpu")
+        gpus = list(resources.gpu_addresses_for_node(task_gpus.addresses if task_gpus else [], plan.num_gpus))
+        num_cpus = int(ctx.cpus())
+        if plan.strict_mode:
+            resources.check_strict(num_cpus, share)
+        node = launch_node(plan, partition, num_cpus, gpus, share)
+        error = node.wait_ready(plan.start_timeout + 10)
+        if error:
+            error = f"{where} failed to start: {error}"
+    except Exception as e:  # resource arithmetic or spawn failure: report, don't retry
+        error = f"{where} could not be planned: {e}"
+
+    outcomes = [json.loads(s) for s in ctx.allGather(json.dumps({"partition": partition, "error": error}))]
+    failed = [o for o in outcomes if o["error"]]
+    if failed:
+        if node is not None:
+            node.stop()
+        if error:
+            yield json.dumps({"partition": partition, "status": "failed", "error": error})
+        return
+
+    # Keep the slot's node alive: a node that dies is restarted in this same task,
+    # unless it keeps dying (then the task fails, visibly, instead of looping).
+    assert node is not None
+    deaths: List[float] = []
+    while True:
+        rc = node.proc.wait()
+        reason = node.rest()
+        if rc in (EXIT_TERMINATED, EXIT_HEAD_LOST, EXIT_PARENT_LOST):  # the cluster is shutting down
+            yield json.dumps({"partition": partition, "status": "stopped", "reason": reason})
+            return
+        now = time.monotonic()
+        deaths = [t for t in deaths if now - t < plan.restart_window_s] + [now]
+        if len(deaths) > plan.max_restarts:
+            raise WorkerNodesStartError(
+                f"{where} died {len(deaths)} times within {plan.restart_window_s:.0f}s; not restarting it again. "
+                f"Last exit (supervisor code {rc}): {reason[-2000:]}"
+            )
+        logger.warning("%s died (supervisor code %s); restarting it in the same Spark task", where, rc)
+        node = launch_node(plan, partition, num_cpus, gpus, share)
+        restart_error = node.wait_ready(plan.start_timeout + 10)
+        if restart_error:
+            node.stop()
+            raise WorkerNodesStartError(f"{where} died and could not be restarted: {restart_error}")
+
+
+def describe_hosts_task(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
+    """Barrier probe for autoscaling: one description per task slot, so the driver can size nodes."""
+    from pyspark import BarrierTaskContext
+
+    yield json.dumps(describe_host(plan, BarrierTaskContext.get().partitionId()))
+
+
+def run_autoscaled_node(plan: WorkerPlan, share: resources.MemoryShare, rows: Iterator) -> Iterator[str]:
+    """Body of an autoscaled node's one-task Spark job: run node ``id`` until it is told to stop.
+
+    No barrier, no restarts: if the node dies the task *returns*, the job ends, and Ray's
+    autoscaler (which sees the node gone) launches a new one if there is still demand.
+    Raising instead would make Spark retry the task behind the autoscaler's back.
+    """
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    node_id = str(next(iter(rows)))
+    where = f"autoscaled Ray worker node {node_id} on {host_ip_towards(plan.head_host)}"
+    try:
+        task_gpus = ctx.resources().get("gpu")
+        gpus = list(resources.gpu_addresses_for_node(task_gpus.addresses if task_gpus else [], plan.num_gpus))
+        num_cpus = int(ctx.cpus())
+        if plan.strict_mode:
+            resources.check_strict(num_cpus, share)
+        node = launch_node(plan, f"n{node_id}", num_cpus, gpus, share, {ray_start.NODE_ID_RESOURCE: float(node_id)})
+    except Exception as e:
+        yield json.dumps({"node_id": node_id, "status": "failed", "error": f"{where} could not be planned: {e}"})
+        return
+    error = node.wait_ready(plan.start_timeout + 10)
+    if error:
+        node.stop()
+        yield json.dumps({"node_id": node_id, "status": "failed", "error": f"{where} failed to start: {error}"})
+        return
+    rc = node.proc.wait()
+    yield json.dumps({"node_id": node_id, "status": "stopped", "code": rc, "reason": node.rest()[-2000:]})

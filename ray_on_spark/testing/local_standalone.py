@@ -1,0 +1,158 @@
+"""A real Spark standalone cluster (master + workers) on 127.0.0.1, from pyspark's jars.
+
+Used by the tests (session fixture), the demo and the benchmarks.  Each daemon is
+started with ``spark-class`` in its own process group, readiness comes from the
+master's JSON endpoint, and ``stop()`` ends exactly the processes it started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from typing import TYPE_CHECKING, Callable, Dict, List
+
+from ray_on_spark.runtime import procs
+from ray_on_spark.runtime.ports import free_ports
+from ray_on_spark.runtime.waiting import wait_until
+from ray_on_spark.spark_env import java_env, spark_home
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+logger = logging.getLogger(__name__)
+
+
+class LocalStandaloneSpark:
+    """Spark standalone master and ``num_workers`` workers bound to 127.0.0.1."""
+
+    def __init__(
+        self, num_workers: int = 2, cores: int = 1, memory: str = "2g", host: str = "127.0.0.1", gpus_per_worker: int = 0
+    ):
+        self.num_workers = num_workers
+        #: Fake GPUs for tests: worker i offers addresses i*g .. i*g+g-1 through a discovery
+        #: script (spark.worker.resource.gpu.discoveryScript), so no real GPU is needed.
+        self.gpus_per_worker = gpus_per_worker
+        self.cores = cores
+        self.memory = memory
+        self.host = host
+        self.work_dir = tempfile.mkdtemp(prefix="ros-spark-")
+        self._procs: List[subprocess.Popen] = []
+        self._records: List[procs.ProcessRecord] = []
+        self.master_port, self.master_ui_port = free_ports(2, host)
+        self.master_url = f"spark://{host}:{self.master_port}"
+
+    def _spawn(self, name: str, args: List[str], env: Dict[str, str]) -> None:
+        log = open(os.path.join(self.work_dir, f"{name}.log"), "wb")
+        cmd = [os.path.join(spark_home(), "bin", "spark-class"), *args]
+        p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self._procs.append(p)
+
+    def state(self) -> dict:
+        with urllib.request.urlopen(f"http://{self.host}:{self.master_ui_port}/json", timeout=2) as r:
+            return json.loads(r.read())
+
+    def alive_workers(self) -> int:
+        try:
+            return sum(1 for w in self.state().get("workers", []) if w.get("state") == "ALIVE")
+        except OSError:
+            return -1
+
+    def start(self, timeout: float = 90.0) -> "LocalStandaloneSpark":
+        env = java_env()
+        env.update({
+            "SPARK_LOCAL_IP": self.host,
+            "SPARK_LOG_DIR": self.work_dir,
+            "SPARK_WORKER_DIR": os.path.join(self.work_dir, "work"),
+            "SPARK_NO_DAEMONIZE": "1",
+        })
+        try:
+            self._spawn("master", ["org.apache.spark.deploy.master.Master", "--host", self.host,
+                                   "--port", str(self.master_port), "--webui-port", str(self.master_ui_port)], env)
+            self._wait(lambda: self.alive_workers() >= 0, timeout, "the Spark master's web UI")
+            for i in range(self.num_workers):
+                (ui_port,) = free_ports(1, self.host)
+                worker_env = dict(env)
+                if self.gpus_per_worker:
+                    worker_env["SPARK_WORKER_OPTS"] = (
+                        f"-Dspark.worker.resource.gpu.amount={self.gpus_per_worker} "
+                        f"-Dspark.worker.resource.gpu.discoveryScript={self._gpu_script(i)}"
+                    )
+                self._spawn(f"worker{i}", ["org.apache.spark.deploy.worker.Worker", "--host", self.host,
+                                           "--cores", str(self.cores), "--memory", self.memory,
+                                           "--webui-port", str(ui_port), self.master_url], worker_env)
+            self._wait(lambda: self.alive_workers() >= self.num_workers, timeout, f"{self.num_workers} Spark workers")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _gpu_script(self, worker: int) -> str:
+        first = worker * self.gpus_per_worker
+        addresses = ",".join(f'"{a}"' for a in range(first, first + self.gpus_per_worker))
+        path = os.path.join(self.work_dir, f"gpus-worker{worker}.sh")
+        with open(path, "w") as f:
+            f.write(f'#!/bin/sh\necho \'{{"name": "gpu", "addresses": [{addresses}]}}\'\n')
+        os.chmod(path, 0o755)
+        return path
+
+    def _wait(self, probe: Callable[[], bool], timeout: float, what: str) -> None:
+        def check() -> None:
+            if any(p.poll() is not None for p in self._procs):
+                raise RuntimeError(f"a Spark daemon exited while waiting for {what}; logs in {self.work_dir}")
+
+        wait_until(probe, timeout=timeout, what=f"{what} (logs in {self.work_dir})", poll=0.2, check=check)
+
+    def stop(self) -> None:
+        """Stop the workers (and the executors they run) and the master; remove work dirs."""
+        records: List[procs.ProcessRecord] = []
+        for p in self._procs:
+            records += procs.tree(p.pid)
+        for p in reversed(self._procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except OSError:
+                    pass
+        left = procs.wait_gone(records, 15)
+        if left:
+            procs.terminate(left, grace=1)
+        for p in self._procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        self._procs = []
+        if not os.environ.get("RAY_ON_SPARK_KEEP_SPARK_LOGS"):
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def __enter__(self) -> "LocalStandaloneSpark":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def session_builder(master: str, app_name: str = "ray_on_spark", executor_memory: str = "1g") -> "SparkSession.Builder":
+    """A SparkSession builder with the settings the local tests/demo need."""
+    from pyspark.sql import SparkSession
+
+    # pyspark takes the executors' Python from PYSPARK_PYTHON (default "python3"), not
+    # from spark.pyspark.python, when the session is created in-process.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    return (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.executor.memory", executor_memory)
+        .config("spark.pyspark.python", sys.executable)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
