@@ -18,9 +18,9 @@ $(VENV)/.installed: setup.py
 demo: setup
 	$(PY) -m ray_on_spark.demo
 
-# The lint, then every test: tests/unit (no Spark, no Ray; seconds) and tests/integration (real clusters).
+# The lint, then every test: tests/unit first (no Spark, no Ray; seconds), then tests/integration (real clusters).
 test: lint
-	$(PY) -m pytest tests -v --durations=15
+	$(PY) -m pytest tests/unit tests/integration -v --durations=15
 
 unit: setup
 	$(PY) -m pytest tests/unit -q

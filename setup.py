@@ -7,6 +7,7 @@ setup(
     packages=find_packages(include=["ray_on_spark", "ray_on_spark.*"]),
     # The executors' Arrow writer is Java, compiled at run time: it ships as package data.
     package_data={"ray_on_spark.data": ["java/*.java"]},
+    entry_points={"console_scripts": ["ray-on-spark=ray_on_spark.cli:main"]},
     python_requires=">=3.9",
     install_requires=["pyspark>=4.0", "ray[default]>=2.52", "psutil"],
     extras_require={

@@ -15,7 +15,10 @@ between them, and a shared runtime beneath; neither direction imports the other.
 * ``errors``      -- RayOnSparkError and its typed subclasses
 * ``spark_env``   -- the one seam to pyspark's JVM (``_jvm``/``_jsc``/``_jdf``), spark_home, java_env
 * ``_ray``        -- the one seam to Ray's internals (GCS client, token environment, Ray Data internals)
+* ``cli``         -- ``python -m ray_on_spark`` / ``ray-on-spark``: start, status, check
+* ``check``       -- check_distribution(): does every node run work?
 * ``demo``        -- ``python -m ray_on_spark.demo``
+* ``__main__``    -- runs ``cli``
 
 Attributes are imported lazily so that the supervisor (``python -m
 ray_on_spark.runtime.supervisor``), which runs on every executor, imports neither Spark nor Ray.
@@ -40,6 +43,7 @@ _EXPORTS = {
     "active_spark": "ray_on_spark.on_ray.api",
     "SparkOnRay": "ray_on_spark.on_ray.session",
     "from_spark": "ray_on_spark.data.api",
+    "check_distribution": "ray_on_spark.check",
     "to_spark": "ray_on_spark.data.api",
 }
 
@@ -55,6 +59,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ray_on_spark.check import check_distribution  # noqa: F401
     from ray_on_spark.data.api import from_spark, to_spark  # noqa: F401
     from ray_on_spark.errors import RayOnSparkError  # noqa: F401
     from ray_on_spark.on_ray.api import active_spark, init_spark, stop_spark  # noqa: F401

@@ -178,6 +178,13 @@ def list_nodes(client: Any, timeout: float = 2.0) -> List[NodeView]:
     return out
 
 
+def available_resources_per_node() -> Dict[str, Dict[str, float]]:
+    """Free resources of every alive node, by node id (needs ``ray.init()``; may lag a moment behind)."""
+    from ray._private.state import available_resources_per_node as per_node
+
+    return {str(k): dict(v) for k, v in per_node().items()}
+
+
 def resolve_ip_for_localhost(host: str) -> str:
     """Ray's own choice of address for a node on ``host`` (a loopback name becomes the node IP)."""
     import ray._private.services as services

@@ -10,14 +10,16 @@ Also where the library finds Spark and Java on this machine (:func:`spark_home`,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import shutil
 import socket
 import sys
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ray_on_spark.errors import NoSparkSessionError, RayOnSparkError
 from ray_on_spark.runtime.units import parse_memory
@@ -198,6 +200,28 @@ def registered_executors(sc: "SparkContext") -> int:
 def executor_hosts(sc: "SparkContext") -> List[str]:
     """The hosts of the executors and of the driver, as Spark names them."""
     return sorted({e.host() for e in sc._jsc.sc().statusTracker().getExecutorInfos()})
+
+
+def spark_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    """A daemon thread for Spark jobs: it inherits this thread's job group and properties (pyspark's
+    ``InheritableThread``) while a SparkContext is active; a plain thread when none is (nothing to inherit,
+    and pyspark's would refuse to start)."""
+    from pyspark import InheritableThread, SparkContext
+
+    if SparkContext._active_spark_context is not None:
+        return InheritableThread(target=target, name=name, daemon=True)
+    return threading.Thread(target=target, name=name, daemon=True)
+
+
+@contextlib.contextmanager
+def job_description(sc: "SparkContext", text: str) -> Iterator[None]:
+    """Jobs this thread submits meanwhile show ``text`` in the Spark UI; the earlier description comes back after."""
+    saved = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription(text)
+    try:
+        yield
+    finally:
+        sc.setLocalProperty("spark.job.description", saved)  # type: ignore[arg-type]  (None removes it)
 
 
 def job_group_running(sc: "SparkContext", group: str) -> bool:

@@ -128,7 +128,8 @@ def _write_and_load(df: "DataFrame", schema: "pyarrow.Schema", holder: Holder, b
             logger.info("from_spark: /dev/shm lacks room for ~%d MB on %d host(s); using Python workers",
                         estimate >> 20, len(short))
             return None
-        parts = jvm_writer.write_partitions(df, schema, directory)
+        with spark_env.job_description(sc, _describe(df, estimate)):
+            parts = jvm_writer.write_partitions(df, schema, directory)
         by_node: Dict[str, List[str]] = {}
         for _, host, path in parts:
             node = jvm_writer.node_for(host, nodes)
@@ -147,6 +148,12 @@ def _write_and_load(df: "DataFrame", schema: "pyarrow.Schema", holder: Holder, b
         except Exception as e:  # an owner died with its node (its files went with it) or hangs
             logger.warning("from_spark: removing %s: %s", directory, e)
             shutil.rmtree(directory, ignore_errors=True)  # at least on the driver's host
+
+
+def _describe(df: "DataFrame", size_estimate: int) -> str:
+    """The Spark UI's description of a from_spark job: what it converts, and how much."""
+    size = f"~{size_estimate / 2**20:.0f} MB" if 0 < size_estimate < 2**62 else "size unknown"
+    return f"from_spark: {len(df.columns)} column(s), {size}, into Ray's object store"
 
 
 def _dataset(blocks: List[tuple], schema: "pyarrow.Schema") -> "Dataset":
@@ -168,7 +175,8 @@ def _from_spark_via_python(df: "DataFrame", schema: "pyarrow.Schema", holder: Ho
     rdd = arrow_batches(df).mapPartitionsWithIndex(put_partition(access, conversion, block_bytes, schema))
     with conversion_workers(rdd.context):
         spark_env.wrap_python_functions(rdd)  # now, with the conversion workers' environment
-    summary = rdd.collect()
+    with spark_env.job_description(rdd.context, _describe(df, spark_env.size_estimate(df))):
+        summary = rdd.collect()
     blocks = ray.get(holder.handle.take.remote(conversion))
     # The Dataset now borrows the blocks; the owners keep them (and free them when killed).
     ray.get(holder.handle.release.remote(conversion))

@@ -232,9 +232,16 @@ def holder_for_current_cluster() -> "Holder":
 
 
 def release_holders() -> None:
-    """Kill the holders made outside a Spark-on-Ray session (their data is freed)."""
-    for holder in _HOLDERS.values():
-        holder.kill()
+    """Kill the holders made outside a Spark-on-Ray session (their data is freed).
+
+    Only while this process is connected to Ray: after a ``ray.shutdown()`` the handles are
+    dead ends (a call would make Ray connect again), and the holders go with their cluster.
+    """
+    import ray
+
+    if ray.is_initialized():
+        for holder in _HOLDERS.values():
+            holder.kill()
     _HOLDERS.clear()
 
 

@@ -7,6 +7,7 @@
 * ``ray_start``      -- ``ray start``'s command line and environment, for the head and the worker nodes
 * ``cluster``        -- RayClusterOnSpark, the owner of one cluster's processes and barrier job
 * ``worker_task``    -- the barrier Spark task body that runs one Ray worker node
+* ``nodes``          -- pure: the cluster's nodes as the GCS lists them (ours, newest per partition, dead)
 * ``diagnostics``    -- pure: why a cluster did not start, in words (task errors, the head's log, a fix)
 * ``global_cluster`` -- setup_global_ray_cluster's lock, published address/token, blocking wait
 * ``autoscaling``    -- Ray's autoscaler driving one-task Spark jobs (launcher in the driver, provider in the head)

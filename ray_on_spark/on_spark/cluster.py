@@ -17,15 +17,15 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 from ray_on_spark import _ray, spark_env
 from ray_on_spark.errors import HeadStartError, RayOnSparkError, WorkerNodesStartError
-from ray_on_spark.on_spark import diagnostics, ray_start
+from ray_on_spark.on_spark import diagnostics, nodes, ray_start
 from ray_on_spark.on_spark.autoscaling.launcher import NodeLauncher
 from ray_on_spark.on_spark.autoscaling.start import start_autoscaling
 from ray_on_spark.on_spark.plan import ClusterPlan, WorkerPlan
-from ray_on_spark.on_spark.ray_start import LABEL_CLUSTER, LABEL_CTIME, LABEL_PARTITION, LABEL_PID, NODE_ID_RESOURCE
+from ray_on_spark.on_spark.ray_start import LABEL_CLUSTER, LABEL_PARTITION, NODE_ID_RESOURCE
 from ray_on_spark.on_spark.resources import MemoryShare
 from ray_on_spark.on_spark.worker_task import collect_logs_path, run_worker_node
 from ray_on_spark.runtime import procs
@@ -147,6 +147,11 @@ class RayClusterOnSpark:
         self.worker = self.plan.worker_plan(ends.cluster_id, ends.port, ends.auth_token)
         self._endpoints = ends
 
+    def spark_ui_label(self) -> str:
+        """What the Spark UI shows for the cluster's jobs: a long-running job says what it is and how to reach it."""
+        return (f"Ray cluster {self.cluster_id} (ray_on_spark): head {self.address}, "
+                f"dashboard {self.dashboard_url or 'off'}")
+
     # ----------------------------------------------------------------- start
     def start(self) -> "RayClusterOnSpark":
         """Start the head and the worker nodes; return once ``nodes_at_start`` worker nodes registered.
@@ -189,7 +194,8 @@ class RayClusterOnSpark:
     def _start_launcher(self) -> None:
         """Autoscaling: size the nodes, start the driver's node launcher, write Ray's autoscaler config."""
         assert self.worker is not None and self.temp_dir is not None and self.cluster_id is not None
-        started = start_autoscaling(self.spark, self.plan, self.worker, self.cluster_id, self.temp_dir)
+        started = start_autoscaling(self.spark, self.plan, self.worker, self.cluster_id, self.temp_dir,
+                                    self.spark_ui_label())
         self._launcher, self._autoscaling_config, self.worker_share = started
 
     def _start_head(self) -> None:
@@ -226,8 +232,6 @@ class RayClusterOnSpark:
         self._head_records = [r for r in [self._head.record] if r]
 
     def _start_job(self) -> None:
-        from pyspark import InheritableThread
-
         sc = self.spark.sparkContext
         plan = self.plan
         worker_plan = self.worker
@@ -238,7 +242,7 @@ class RayClusterOnSpark:
 
         def run() -> None:
             try:
-                sc.setJobGroup(self.job_group, f"Ray worker nodes of ray_on_spark cluster {self.cluster_id}", True)
+                sc.setJobGroup(self.job_group, f"{self.spark_ui_label()}: {n} worker node(s), one per task", True)
                 rdd = sc.parallelize(range(n), n).barrier().mapPartitions(task)
                 if plan.use_task_profile:
                     rdd = rdd.withResources(
@@ -248,7 +252,7 @@ class RayClusterOnSpark:
             except BaseException as e:  # reported by _check_job / shutdown
                 self._job_error = e
 
-        self._job_thread = InheritableThread(target=run, name=f"ray_on_spark-{self.cluster_id}", daemon=True)
+        self._job_thread = spark_env.spark_thread(run, f"ray_on_spark-{self.cluster_id}")
         self._job_thread.start()
 
     def _check_failed(self) -> None:
@@ -276,13 +280,13 @@ class RayClusterOnSpark:
                 what="the Ray head's GCS to answer",
                 check=self._check_failed,
             )
-            nodes = wait_until(
+            registered = wait_until(
                 lambda: self._our_nodes() if len(self._our_nodes()) >= n else None,
                 timeout=self.plan.start_timeout,
                 what=f"{n} Ray worker node(s) to register",
                 check=self._check_failed,
             )
-        self._record_worker_supervisors(nodes)
+        self._record_worker_supervisors(registered)
 
     def _probe_client(self) -> Any:
         client = _ray.gcs_client(self.address)
@@ -290,25 +294,13 @@ class RayClusterOnSpark:
         return client
 
     def _our_nodes(self) -> List[_ray.NodeView]:
-        return [
-            v for v in _ray.list_nodes(self._client, timeout=1.0)
-            if v.alive and not v.is_head and v.labels.get(LABEL_CLUSTER) == self.cluster_id
-        ]
+        return nodes.ours(_ray.list_nodes(self._client, timeout=1.0), self.cluster_id)
 
-    def _record_worker_supervisors(self, nodes: List[_ray.NodeView]) -> None:
+    def _record_worker_supervisors(self, views: List[_ray.NodeView]) -> None:
         """Remember the supervisors of worker nodes on this host, to verify they are gone later."""
-        for v in nodes:
-            if v.address != self.plan.head.host:
-                continue
-            try:
-                rec = procs.ProcessRecord(int(v.labels[LABEL_PID]), int(v.labels[LABEL_CTIME]) / 1000.0)
-            except (KeyError, ValueError):
-                continue
-            p = rec.process()
-            if p is not None:
-                exact = procs.ProcessRecord(p.pid, p.create_time())
-                if exact not in self._worker_records:
-                    self._worker_records.append(exact)
+        for record in nodes.local_supervisors(views, self.plan.head.host):
+            if record not in self._worker_records:
+                self._worker_records.append(record)
 
     def _monitor(self, interval: float = 0.5) -> None:
         """Watch the cluster while it runs: say which worker node died and why, and when the job ends.
@@ -323,13 +315,11 @@ class RayClusterOnSpark:
                 continue
             try:
                 client = client or _ray.gcs_client(self.address)
-                nodes = _ray.list_nodes(client, timeout=1.0)
+                views = _ray.list_nodes(client, timeout=1.0)
             except Exception as e:  # the head may be busy; try again next round
                 logger.debug("monitor: GCS probe failed: %s", e)
                 continue
-            for v in nodes:
-                if v.is_head or v.alive or v.labels.get(LABEL_CLUSTER) != self.cluster_id or v.node_id in self._dead_nodes:
-                    continue
+            for v in nodes.newly_dead(views, self.cluster_id, self._dead_nodes):
                 self._dead_nodes[v.node_id] = v
                 logger.warning(
                     "Ray worker node %s (Spark partition %s, %s) died: %s. Its Spark task restarts it; "
@@ -378,12 +368,7 @@ class RayClusterOnSpark:
         its health checks fail; the newest node of each partition is the real one.
         """
         with _ray.auth_context(self.auth_token):
-            newest: Dict[str, _ray.NodeView] = {}
-            for v in self._our_nodes():
-                part = v.labels.get(LABEL_PARTITION, "")
-                if part not in newest or v.start_time_ms > newest[part].start_time_ms:
-                    newest[part] = v
-            return sorted(newest.values(), key=lambda v: _partition_order(v.labels.get(LABEL_PARTITION, "")))
+            return nodes.newest_per_partition(self._our_nodes())
 
     @property
     def state(self) -> ClusterState:
@@ -474,12 +459,6 @@ class RayClusterOnSpark:
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
-
-
-def _partition_order(label: str) -> Tuple[bool, int]:
-    """Barrier nodes are labelled 0, 1, ...; autoscaled ones n1, n2, ... (after them)."""
-    digits = label.lstrip("n")
-    return (label.startswith("n"), int(digits) if digits.isdigit() else 0)
 
 
 def _merge(a: List[procs.ProcessRecord], b: List[procs.ProcessRecord]) -> List[procs.ProcessRecord]:

@@ -123,7 +123,8 @@ def connect_global_cluster(**init_kwargs: Any) -> Any:
     if info is None:
         raise NoGlobalClusterError(
             "No global Ray-on-Spark cluster is running for this user on this host; start one with "
-            "ray_on_spark.setup_global_ray_cluster(max_worker_nodes=...) in another driver."
+            "`ray-on-spark start --max-worker-nodes N` or ray_on_spark.setup_global_ray_cluster(max_worker_nodes=...) "
+            "in another driver."
         )
     if info.get("token_path"):
         _ray.use_auth(token_path=str(info["token_path"]))

@@ -365,3 +365,13 @@ def test_strict_mode_refuses_nodes_below_ray_recommendation_and_leaves_nothing(s
     assert "strict_mode=False" in str(err.value)  # names the way out
     assert time.monotonic() - t0 < 60
     assert ray_on_spark.active_cluster() is None
+
+
+def test_shutdown_after_the_users_ray_shutdown_with_converted_data_is_clean(spark, no_ray_left):
+    """A notebook's last cell often reads `ray.shutdown(); shutdown_ray_cluster()` after a conversion."""
+    ray_on_spark.setup_ray_cluster(max_worker_nodes=1)
+    ray.init()
+    assert ray_on_spark.from_spark(spark.range(100)).count() == 100
+    ray.shutdown()
+    ray_on_spark.shutdown_ray_cluster()  # the holder goes with its cluster; no reconnect, no error
+    assert not ray.is_initialized() and ray_on_spark.active_cluster() is None

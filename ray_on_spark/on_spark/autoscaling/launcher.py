@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
+from ray_on_spark import spark_env
 from ray_on_spark.errors import RayOnSparkError
 from ray_on_spark.on_spark import resources
 from ray_on_spark.on_spark.autoscaling.provider import HEAD_NODE_TYPE, SECRET_HEADER, WORKER_NODE_TYPE
@@ -165,8 +166,6 @@ class NodeLauncher:
             }
 
     def create(self, node_id: str, tags: Dict[str, str]) -> None:
-        from pyspark import InheritableThread
-
         with self._lock:
             if self._closed:
                 raise RayOnSparkError("the cluster is shutting down")
@@ -187,7 +186,7 @@ class NodeLauncher:
                     if info.get("error"):
                         logger.warning("autoscaled Ray worker node %s: %s", node_id, info["error"][:2000])
 
-            node.thread = InheritableThread(target=run, name=f"ray_on_spark-{self.cluster_id}-n{node_id}", daemon=True)
+            node.thread = spark_env.spark_thread(run, f"ray_on_spark-{self.cluster_id}-n{node_id}")
             self._nodes[node_id] = node
             node.thread.start()
         logger.info("autoscaler: starting Ray worker node %s (Spark job group %s)", node_id, node.group)

@@ -31,8 +31,12 @@ logger = logging.getLogger(__name__)
 
 def start_autoscaling(
     spark: "SparkSession", plan: ClusterPlan, worker_plan: WorkerPlan, cluster_id: str, temp_dir: str,
+    spark_ui_label: str,
 ) -> Tuple[NodeLauncher, str, MemoryShare]:
-    """Size the nodes, start the launcher, write the config; returns (launcher, config path, node shape)."""
+    """Size the nodes, start the launcher, write the config; returns (launcher, config path, node shape).
+
+    ``spark_ui_label`` names the cluster in each node job's description (the Spark UI shows it).
+    """
     sc = spark.sparkContext
     profile = (spark_env.task_resource_profile(plan.num_cpus_worker_node, plan.num_gpus_worker_node)
                if plan.use_task_profile else None)
@@ -53,7 +57,7 @@ def start_autoscaling(
         return run_autoscaled_node(worker_plan, share, rows)
 
     def submit(node_id: str, group: str) -> List[str]:
-        sc.setJobGroup(group, f"Ray worker node {node_id} of ray_on_spark cluster {cluster_id} (autoscaled)", True)
+        sc.setJobGroup(group, f"{spark_ui_label}: autoscaled worker node {node_id}", True)
         node_rdd = sc.parallelize([node_id], 1).mapPartitions(task)
         if profile is not None:
             node_rdd = node_rdd.withResources(profile)
