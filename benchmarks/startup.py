@@ -89,9 +89,20 @@ def run_ours(n: int) -> dict:
 
 
 def run_ray_util_spark(n: int) -> dict:
+    """ray.util.spark with RAY_AUTH_MODE=disabled: with the variable unset, Ray 2.60 turns token auth on for its
+    head when ~/.ray/auth_token exists (any local ``ray.init()`` writes one) but not for its worker nodes, which
+    are then refused ("InvalidAuthToken") and setup fails after its timeout."""
     from ray.util import spark as rus
 
-    return _run_library(rus.setup_ray_cluster, rus.shutdown_ray_cluster, n)
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        return _run_library(rus.setup_ray_cluster, rus.shutdown_ray_cluster, n)
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def run_floor(n: int) -> dict:

@@ -187,18 +187,17 @@ def ray_on_spark_mode(rows: int, master: Optional[str], ray_nodes: int, reps: in
         local = LocalStandaloneSpark(num_workers=2, cores=1, memory="2g").start()
         master = local.master_url
     spark = session_builder(master, "two-engines-ray-on-spark").getOrCreate()
-    workdir = tempfile.mkdtemp(prefix="ros-two-engines-")
     try:
         # A Ray worker node holds its Spark slot for the cluster's life: leave Spark a slot for its own stages
         # (ETL, conversions, writes), and give the head on the driver a CPU for Ray Data.
-        with ray_on_spark.ray_cluster(max_worker_nodes=ray_nodes, num_cpus_worker_node=1, num_cpus_head_node=1):
+        with tempfile.TemporaryDirectory(prefix="ros-two-engines-") as workdir, \
+                ray_on_spark.ray_cluster(max_worker_nodes=ray_nodes, num_cpus_worker_node=1, num_cpus_head_node=1):
             ray.init(logging_level=logging.WARNING, log_to_driver=False)
             try:
                 return run_pipelines(spark, workdir, rows, "ray-on-spark", reps)
             finally:
                 ray.shutdown()
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
         spark.stop()
         if local is not None:
             local.stop()
@@ -210,16 +209,13 @@ def spark_on_ray_mode(rows: int, reps: int) -> Dict[str, object]:
 
     ray.init(num_cpus=4, object_store_memory=600 * 2**20, include_dashboard=False,
              logging_level=logging.WARNING, log_to_driver=False)
-    workdir = tempfile.mkdtemp(prefix="ros-two-engines-")
     try:
         spark = ray_on_spark.init_spark("two-engines-spark-on-ray", num_executors=2, executor_cores=1,
                                         executor_memory="1GB")
-        try:
+        with tempfile.TemporaryDirectory(prefix="ros-two-engines-") as workdir:
             return run_pipelines(spark, workdir, rows, "spark-on-ray", reps)
-        finally:
-            ray_on_spark.stop_spark()
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        ray_on_spark.stop_spark()
         ray.shutdown()
 
 
