@@ -54,3 +54,9 @@ def test_status_without_a_global_cluster_says_how_to_start_one_with_exit_1(tmp_p
     assert r.returncode == 1
     assert "No global Ray-on-Spark cluster is running" in r.stderr and "ray-on-spark start" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_console_script_is_installed_beside_python():
+    script = os.path.join(os.path.dirname(sys.executable), "ray-on-spark")
+    r = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "usage: ray-on-spark" in r.stdout
