@@ -9,7 +9,7 @@ setup(
     package_data={"ray_on_spark.data": ["java/*.java"]},
     entry_points={"console_scripts": ["ray-on-spark=ray_on_spark.cli:main"]},
     python_requires=">=3.9",
-    install_requires=["pyspark>=4.0", "ray[default]>=2.52", "psutil"],
+    install_requires=["pyspark>=3.5,<5", "ray[default]>=2.52", "psutil"],
     extras_require={
         "test": ["pytest", "pyarrow", "pandas", "nbclient", "nbformat", "ipykernel", "ruff"],
     },

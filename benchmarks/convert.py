@@ -27,6 +27,10 @@ growth during our two conversions is measured in a separate process at ``--rss-r
 ``to_spark_mb_s``, ``driver_from_mb_s``, ``driver_to_mb_s``, ``driver_rss_growth_mb_at_1e8``.
 
     .venv/bin/python benchmarks/convert.py --rows 10000000 --raydp
+    .venv/bin/python benchmarks/convert.py --rows 10000000 --raydp --spark35   # + ours on pyspark 3.5.7
+
+``--spark35`` also runs ours and the driver path on pyspark 3.5.7 in RayDP's venv
+(``raydp_venv.py``): ours against RayDP on the same pyspark, and ours on 3.5 against ours on 4.
 """
 
 from __future__ import annotations
@@ -138,7 +142,7 @@ def side_ours(rows: int, reps: int, mixed: bool, parquet: bool = False) -> dict:
             return res
 
         def driver_from():
-            ds = ray.data.from_arrow(df.toArrow()).materialize()  # pyspark's _collect_as_arrow, as one table
+            ds = ray.data.from_arrow(_to_arrow(df)).materialize()  # pyspark's _collect_as_arrow, as one table
             assert ds.count() == rows
             return ds
 
@@ -206,6 +210,18 @@ def side_ours(rows: int, reps: int, mixed: bool, parquet: bool = False) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _to_arrow(df):
+    """``df.toArrow()`` (pyspark 4); on pyspark 3.5 the private method it wraps, with the same schema."""
+    import pyarrow as pa
+
+    from ray_on_spark import spark_env
+
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    tz = df.sparkSession.conf.get("spark.sql.session.timeZone")
+    return pa.Table.from_batches(df._collect_as_arrow(), schema=spark_env.arrow_schema(df.schema, tz, False))
+
+
 def side_rss(rows: int) -> dict:
     """The driver's peak RSS growth while ours converts ``rows`` int64 rows both ways."""
     import ray
@@ -244,6 +260,8 @@ def main(argv=None) -> int:
     p.add_argument("--rss-rows", type=int, default=100_000_000)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--raydp", action="store_true", help="also run RayDP 1.6.5 (separate venv)")
+    p.add_argument("--spark35", action="store_true",
+                   help="also run ours and the driver path on pyspark 3.5.7, in the RayDP venv")
     p.add_argument("--side", choices=["ours", "rss"], help=argparse.SUPPRESS)
     p.add_argument("--mixed", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--parquet", action="store_true", help=argparse.SUPPRESS)
@@ -266,11 +284,18 @@ def main(argv=None) -> int:
     print("driver RSS at", args.rows, ":", rss7, flush=True)
     rss8 = _run(me + ["--side", "rss", "--rows", str(args.rss_rows)])
     print("driver RSS at", args.rss_rows, ":", rss8, flush=True)
-    raydp = raydp_mixed = None
-    if args.raydp:
+    raydp = raydp_mixed = int64_35 = mixed_35 = None
+    if args.raydp or args.spark35:
         from raydp_venv import ensure_raydp_venv
 
-        py = ensure_raydp_venv()
+        py = ensure_raydp_venv(with_ours=args.spark35)
+    if args.spark35:
+        me35 = [py, os.path.abspath(__file__)]
+        int64_35 = _run(me35 + ["--side", "ours", "--rows", str(args.rows), "--reps", str(args.reps)])
+        print("ours + driver path on pyspark 3.5.7, int64:", int64_35, flush=True)
+        mixed_35 = _run(me35 + ["--side", "ours", "--rows", str(args.mixed_rows), "--reps", str(args.reps), "--mixed"])
+        print("ours + driver path on pyspark 3.5.7, mixed:", mixed_35, flush=True)
+    if args.raydp:
         raydp = _run([py, os.path.join(HERE, "raydp_side.py"), "convert", "--rows", str(args.rows)])
         print("RayDP int64:", raydp, flush=True)
         raydp_mixed = _run([py, os.path.join(HERE, "raydp_side.py"), "convert", "--rows", str(args.mixed_rows), "--mixed"])
@@ -281,12 +306,18 @@ def main(argv=None) -> int:
                 ("ours (cold, first call)", int64["cold_from_spark_mb_s"], int64["cold_to_spark_mb_s"]),
                 ("ours via Python workers", int64["from_spark_via_python_mb_s"], "-"),
                 ("driver path", int64["driver_from_mb_s"], int64["driver_to_mb_s"])]
+    if int64_35:
+        rows_out += [("ours on 3.5.7 (warm)", int64_35["from_spark_mb_s"], int64_35["to_spark_mb_s"]),
+                     ("driver path on 3.5.7", int64_35["driver_from_mb_s"], int64_35["driver_to_mb_s"])]
     if raydp:
-        rows_out.append(("RayDP 1.6.5", raydp["from_spark_mb_s"], raydp["to_spark_mb_s"]))
+        rows_out.append(("RayDP 1.6.5 (on 3.5.7)", raydp["from_spark_mb_s"], raydp["to_spark_mb_s"]))
     rows_out += [("ours, mixed (warm)", mixed["from_spark_mb_s"], mixed["to_spark_mb_s"]),
                  ("driver path, mixed", mixed["driver_from_mb_s"], mixed["driver_to_mb_s"]),
                  ("ours, mixed from Parquet", parquet["from_spark_mb_s"], parquet["to_spark_mb_s"]),
                  ("driver path, from Parquet", parquet["driver_from_mb_s"], parquet["driver_to_mb_s"])]
+    if mixed_35:
+        rows_out += [("ours on 3.5.7, mixed", mixed_35["from_spark_mb_s"], mixed_35["to_spark_mb_s"]),
+                     ("driver on 3.5.7, mixed", mixed_35["driver_from_mb_s"], mixed_35["driver_to_mb_s"])]
     if raydp_mixed:
         rows_out.append(("RayDP 1.6.5, mixed", raydp_mixed["from_spark_mb_s"], raydp_mixed["to_spark_mb_s"]))
     for name, a, b in rows_out:
@@ -320,6 +351,17 @@ def main(argv=None) -> int:
     }
     if raydp:
         result.update({"raydp_from_spark_mb_s": raydp["from_spark_mb_s"], "raydp_to_spark_mb_s": raydp["to_spark_mb_s"]})
+    if int64_35:
+        result.update({
+            "spark35_from_spark_mb_s": int64_35["from_spark_mb_s"], "spark35_to_spark_mb_s": int64_35["to_spark_mb_s"],
+            "spark35_from_ratio_vs_driver": round(int64_35["from_spark_mb_s"] / int64_35["driver_from_mb_s"], 2),
+            "spark35_to_ratio_vs_driver": round(int64_35["to_spark_mb_s"] / int64_35["driver_to_mb_s"], 2),
+            "spark35_mixed_from_spark_mb_s": mixed_35["from_spark_mb_s"],
+            "spark35_mixed_to_spark_mb_s": mixed_35["to_spark_mb_s"],
+        })
+        if raydp:  # ours and RayDP on the same pyspark 3.5.7
+            result["spark35_from_ratio_vs_raydp"] = round(int64_35["from_spark_mb_s"] / raydp["from_spark_mb_s"], 2)
+            result["spark35_to_ratio_vs_raydp"] = round(int64_35["to_spark_mb_s"] / raydp["to_spark_mb_s"], 2)
     print(json.dumps(result))
     return 0
 

@@ -1,8 +1,11 @@
 """A separate virtualenv for RayDP 1.6.5, the library the benchmarks compare against.
 
-RayDP 1.6.5 pins ``pyspark<=3.5.7`` while ray_on_spark runs on pyspark 4, so the RayDP side
-(``raydp_side.py``) runs in its own venv.  ``ensure_raydp_venv()`` creates it once (and reuses
-it while it still imports the pinned versions) and returns the path of its python.
+RayDP 1.6.5 pins ``pyspark<=3.5.7``, so the RayDP side (``raydp_side.py``) runs in a venv of its
+own.  ``ensure_raydp_venv()`` creates it once (and reuses it while it still imports the pinned
+versions) and returns the path of its python.  ``ensure_raydp_venv(with_ours=True)`` also
+installs this checkout of ray_on_spark there (editable, no dependencies: the venv's pyspark
+3.5.7 and Ray stay), so that the benchmarks measure ours on pyspark 3.5 beside RayDP on the
+same pyspark.
 
 Location: ``$RAY_ON_SPARK_RAYDP_VENV``, else ``~/.cache/ray_on_spark/raydp-1.6.5-venv``.
 
@@ -78,12 +81,24 @@ def _run(cmd: list[str]) -> None:
         )
 
 
-def ensure_raydp_venv() -> str:
-    """Create (once) the RayDP 1.6.5 venv and return the path of its python."""
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _has_ours(python: str) -> bool:
+    r = subprocess.run([python, "-c", "import ray_on_spark, os; print(os.path.dirname(os.path.dirname("
+                                      "os.path.abspath(ray_on_spark.__file__))))"],
+                       capture_output=True, text=True, cwd="/")
+    return r.returncode == 0 and os.path.samefile(r.stdout.strip(), REPO)
+
+
+def ensure_raydp_venv(with_ours: bool = False) -> str:
+    """Create (once) the RayDP 1.6.5 venv and return the path of its python (module doc)."""
     path = venv_dir()
     python = _python(path)
     if _works(python):
         log.info("reusing the RayDP venv at %s", path)
+        if with_ours and not _has_ours(python):
+            _run([python, "-m", "pip", "install", "--quiet", "--no-deps", "-e", REPO])
         return python
     if not os.path.exists(python):
         log.info("creating the RayDP venv at %s", path)
@@ -93,6 +108,8 @@ def ensure_raydp_venv() -> str:
     _run([python, "-m", "pip", "install", "--quiet", *REQUIREMENTS])
     if not _works(python):
         raise RuntimeError(f"the RayDP venv at {path} was installed but does not import: {_CHECK}")
+    if with_ours:
+        _run([python, "-m", "pip", "install", "--quiet", "--no-deps", "-e", REPO])
     log.info("RayDP venv ready: %s", python)
     return python
 

@@ -18,6 +18,10 @@ see ``raydp_venv.py``).  Sides alternate ``--reps`` times; medians are reported.
 is JSON with ``ours_init_first_job_s``, ``raydp_init_first_job_s`` and ``ratio``.
 
     .venv/bin/python benchmarks/spark_on_ray.py --raydp --reps 3
+    .venv/bin/python benchmarks/spark_on_ray.py --raydp --spark35 --reps 3   # + ours on pyspark 3.5.7
+
+``--spark35`` also runs ours on pyspark 3.5.7 in RayDP's venv (``raydp_venv.py``), so that ours
+and RayDP compare on the same pyspark; ``ratio_on_spark35`` is that ratio.
 
 ``--jit-check`` instead runs ours with and without ``ray_on_spark.on_ray.jit``'s tuning and adds
 warm (steady-state) figures, to show that the faster start costs no later speed.
@@ -97,6 +101,8 @@ def _print_table(reps: int, keys: list, rows: list) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--raydp", action="store_true", help="also run RayDP 1.6.5 (separate venv)")
+    p.add_argument("--spark35", action="store_true",
+                   help="also run ours on pyspark 3.5.7, in the RayDP venv (RayDP's own pyspark)")
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--jit-check", action="store_true",
@@ -110,12 +116,13 @@ def main(argv=None) -> int:
     if args.jit_check:
         return jit_check(args.reps, args.rows)
     raydp_python = None
-    if args.raydp:
+    if args.raydp or args.spark35:
         from raydp_venv import ensure_raydp_venv
 
-        raydp_python = ensure_raydp_venv()
-    runs = {"ours": [], "raydp": []}
+        raydp_python = ensure_raydp_venv(with_ours=args.spark35)
+    runs = {"ours": [], "ours_spark35": [], "raydp": []}
     ours_cmd = [sys.executable, os.path.abspath(__file__), "--side", "ours", "--rows", str(args.rows)]
+    ours35_cmd = [raydp_python or "", *ours_cmd[1:]]
     # Our JVMs start from class-data archives (ray_on_spark.on_ray.cds) that the first session on a
     # host records and builds. Measure that first session on its own, with an empty cache, then
     # run the measured reps against the archives it left. The user's ~/.cache is not touched.
@@ -126,10 +133,15 @@ def main(argv=None) -> int:
         first = _run_side(ours_cmd, env)
         first["incl_archive_build_s"] = round(time.perf_counter() - t0, 1)
         print(f"first session on this host (no archive yet; builds it at exit): {first}", flush=True)
+        if args.spark35:  # pyspark 3.5's jars have archives of their own: the first session builds them
+            print(f"first session on pyspark 3.5.7: {_run_side(ours35_cmd, env)}", flush=True)
         for rep in range(args.reps):
             runs["ours"].append(_run_side(ours_cmd, env))
             print(f"rep {rep + 1} ours : {runs['ours'][-1]}", flush=True)
-            if raydp_python:
+            if args.spark35:
+                runs["ours_spark35"].append(_run_side(ours35_cmd, env))
+                print(f"rep {rep + 1} ours on pyspark 3.5.7: {runs['ours_spark35'][-1]}", flush=True)
+            if args.raydp:
                 runs["raydp"].append(_run_side([raydp_python, os.path.join(HERE, "raydp_side.py"), "startup",
                                                 "--rows", str(args.rows)]))
                 print(f"rep {rep + 1} raydp: {runs['raydp'][-1]}", flush=True)
@@ -141,13 +153,18 @@ def main(argv=None) -> int:
         return round(statistics.median(vals), 2) if vals else None
 
     keys = ["init_s", "first_job_s", "init_first_job_s", "second_job_s", "stop_s", "peak_rss_mb"]
-    table = [(side, {k: med(side, k) for k in keys}) for side in ("ours", "raydp") if runs[side]]
+    table = [(side, {k: med(side, k) for k in keys}) for side in ("ours", "ours_spark35", "raydp") if runs[side]]
     _print_table(args.reps, keys, table + [("ours, first on host", first)])
     result = {f"ours_{k}": med("ours", k) for k in keys}
     result["ours_first_session_on_host_init_first_job_s"] = first["init_first_job_s"]
     if runs["raydp"]:
         result.update({f"raydp_{k}": med("raydp", k) for k in keys})
         result["ratio"] = round(result["ours_init_first_job_s"] / result["raydp_init_first_job_s"], 2)
+    if runs["ours_spark35"]:
+        result.update({f"ours_spark35_{k}": med("ours_spark35", k) for k in keys})
+        if runs["raydp"]:  # both on pyspark 3.5.7
+            result["ratio_on_spark35"] = round(result["ours_spark35_init_first_job_s"]
+                                               / result["raydp_init_first_job_s"], 2)
     print(json.dumps(result))
     return 0
 

@@ -13,7 +13,9 @@ between them, and a shared runtime beneath; neither direction imports the other.
                      ports, waiting, private, host, switches, units
 * ``testing/``    -- a real Spark standalone cluster on 127.0.0.1 for tests, demo and benchmarks
 * ``errors``      -- RayOnSparkError and its typed subclasses
-* ``spark_env``   -- the one seam to pyspark's JVM (``_jvm``/``_jsc``/``_jdf``), spark_home, java_env
+* ``spark_env``   -- the one seam to pyspark's JVM (``_jvm``/``_jsc``/``_jdf``), spark_home, java_env, and the
+                     guards where pyspark 3.5 and 4.x differ
+* ``spark_version`` -- the pyspark versions that work (>=3.5,<5), checked on import
 * ``_ray``        -- the one seam to Ray's internals (GCS client, token environment, Ray Data internals)
 * ``cli``         -- ``python -m ray_on_spark`` / ``ray-on-spark``: start, status, check
 * ``check``       -- check_distribution(): does every node run work?
@@ -22,11 +24,18 @@ between them, and a shared runtime beneath; neither direction imports the other.
 
 Attributes are imported lazily so that the supervisor (``python -m
 ray_on_spark.runtime.supervisor``), which runs on every executor, imports neither Spark nor Ray.
+Importing the package on a pyspark it does not support raises
+:class:`~ray_on_spark.errors.UnsupportedSparkVersionError` (an ``ImportError``) naming the
+versions that work.
 """
 
 from typing import TYPE_CHECKING, Any
 
+from ray_on_spark.spark_version import check_installed as _check_pyspark
+
 __version__ = "0.1.0"
+
+_check_pyspark()
 
 _EXPORTS = {
     "setup_ray_cluster": "ray_on_spark.on_spark.api",

@@ -52,3 +52,7 @@ class RayNotConnectedError(RayOnSparkError):
 
 class InsufficientResourcesError(ValueError):
     """A host cannot give a Ray node what it needs without overcommitting memory (bad sizes asked for)."""
+
+
+class UnsupportedSparkVersionError(ImportError):
+    """The installed pyspark is outside the versions this library supports (raised on import; it names them)."""

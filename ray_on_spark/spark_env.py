@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark import RDD, SparkContext
     from pyspark.resource import ResourceProfile
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +188,11 @@ def wait_for_slots(sc: "SparkContext", needed: int, profile: Optional["ResourceP
 
 
 def executor_count(sc: "SparkContext") -> int:
-    """Executors registered right now (the driver excluded), as the status tracker reports them."""
-    infos = sc.statusTracker().getExecutorInfos()
+    """Executors registered right now (the driver excluded), as the status tracker reports them.
+
+    The JVM's tracker: pyspark 3.5's Python ``StatusTracker`` has no ``getExecutorInfos``.
+    """
+    infos = sc._jsc.sc().statusTracker().getExecutorInfos()
     return max(0, len(infos) - 1)
 
 
@@ -253,6 +257,84 @@ def job_has_active_tasks(sc: "SparkContext", group: str) -> bool:
     return False
 
 
+# ---------------------------------------------------------------- Arrow types, where pyspark 3.5 and 4.x differ
+def _accepted_keywords(function: Callable[..., Any], keywords: Dict[str, Any]) -> Dict[str, Any]:
+    import inspect
+
+    params = inspect.signature(function).parameters
+    return {k: v for k, v in keywords.items() if k in params}
+
+
+def arrow_type(data_type: Any) -> Any:
+    """pyspark's Arrow type for a Spark type (raises for a type Arrow cannot carry); 4.x wants a timezone, 3.5 none."""
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    return to_arrow_type(data_type, **_accepted_keywords(to_arrow_type, {"timezone": "UTC"}))
+
+
+def arrow_schema(schema: "StructType", timezone: str, large_var_types: bool) -> Any:
+    """The Arrow schema of Spark's own Arrow batches for ``schema`` (``toArrowBatchRdd``'s layout).
+
+    pyspark 4.x's ``to_arrow_schema`` takes the session time zone, the duplicate-name check and
+    ``prefers_large_types``; pyspark 3.5's takes the schema only and writes timestamps as UTC and
+    strings as small types.  On 3.5 those are set afterwards, field by field, to what Spark's JVM
+    writes (the session time zone; large strings and binaries under
+    ``spark.sql.execution.arrow.useLargeVarTypes``), so the schema matches the batches on both.
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    wanted = {"timezone": timezone, "error_on_duplicated_field_names_in_struct": True,
+              "prefers_large_types": large_var_types}
+    given = _accepted_keywords(to_arrow_schema, wanted)
+    arrow = to_arrow_schema(schema, **given)
+    if len(given) == len(wanted):
+        return arrow
+    logger.debug("pyspark's to_arrow_schema takes only %s: time zone and large types set afterwards", sorted(given))
+    import pyarrow as pa
+
+    def fix(t: "pa.DataType") -> "pa.DataType":
+        if pa.types.is_timestamp(t) and t.tz is not None and "timezone" not in given:
+            return pa.timestamp(t.unit, tz=timezone)
+        if large_var_types and "prefers_large_types" not in given:
+            if pa.types.is_string(t):
+                return pa.large_string()
+            if pa.types.is_binary(t):
+                return pa.large_binary()
+        if pa.types.is_struct(t):
+            return pa.struct([f.with_type(fix(f.type)) for f in t])
+        if pa.types.is_list(t):
+            return pa.list_(t.value_field.with_type(fix(t.value_type)))
+        if pa.types.is_map(t):
+            return pa.map_(t.key_field.with_type(fix(t.key_type)), t.item_field.with_type(fix(t.item_type)))
+        return t
+
+    return pa.schema([f.with_type(fix(f.type)) for f in arrow], metadata=arrow.metadata)
+
+
+def columns_pyspark_cannot_read(df: "DataFrame") -> List[Tuple[str, str]]:
+    """(name, type) of the columns whose Spark type this pyspark cannot represent (read from the JVM).
+
+    pyspark 3.5 cannot parse some of Spark's types (``interval``): ``df.schema`` itself fails
+    there, so the column to name is found in the JVM's schema, field by field.
+    """
+    from pyspark.sql.types import _parse_datatype_json_string
+
+    bad = []
+    for field in df._jdf.schema().fields():
+        try:
+            _parse_datatype_json_string(field.dataType().json())
+        except Exception:
+            bad.append((str(field.name()), str(field.dataType().simpleString())))
+    return bad
+
+
+def spark_schema_of_arrow(schema: Any) -> "StructType":
+    """pyspark's Spark schema for an Arrow schema, timestamps without a zone as ``TIMESTAMP_NTZ`` where it can."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema, **_accepted_keywords(from_arrow_schema, {"prefer_timestamp_ntz": True}))
+
+
 # ---------------------------------------------------------------- DataFrames, RDDs and Java code (data/)
 def context_key(sc: "SparkContext") -> object:
     """The JVM SparkContext behind ``sc``: changes when a new SparkContext starts (jars must be added again)."""
@@ -298,7 +380,8 @@ def schema_default_size(df: "DataFrame") -> int:
 def size_estimate(df: "DataFrame") -> int:
     """Spark's estimate of ``df``'s size in bytes (0 when it has none, as Spark's own planner would assume small)."""
     try:
-        return int(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes().toString())
+        size = df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()  # a scala BigInt
+        return size if isinstance(size, int) else int(size.toString())  # (py4j converts Scala 2.12's)
     except Exception as e:
         logger.debug("no size estimate: %s", e)
         return 0
@@ -328,8 +411,14 @@ def columnar_scan(df: "DataFrame", pass_through: Sequence[str]) -> Optional[Java
     """The plan node under ``pass_through`` nodes that yields ``df``'s exact columns as ColumnarBatches, or None."""
     try:
         plan = df._jdf.queryExecution().executedPlan()
-        while plan.getClass().getSimpleName() in pass_through:
-            plan = plan.child()
+        while True:
+            name = plan.getClass().getSimpleName()
+            if name == "AdaptiveSparkPlanExec":  # Spark 3.5 wraps a cached table's scan; its plan as it stands
+                plan = plan.executedPlan()
+            elif name in pass_through:
+                plan = plan.child()
+            else:
+                break
         if plan.supportsColumnar() and plan.schema().simpleString() == df._jdf.schema().simpleString():
             return plan  # the same columns, names and types, in the same order
     except Exception as e:  # another Spark's plan classes: Spark's row-wise encoding still works

@@ -24,6 +24,18 @@ RAY_MARKERS = (
 Proc = Tuple[int, float, str]
 
 
+def to_arrow(df):
+    """The DataFrame collected as one Arrow table: ``toArrow()`` on pyspark 4, its private predecessor on 3.5."""
+    import pyarrow as pa
+
+    from ray_on_spark import spark_env
+
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    tz = df.sparkSession.conf.get("spark.sql.session.timeZone")
+    return pa.Table.from_batches(df._collect_as_arrow(), schema=spark_env.arrow_schema(df.schema, tz, False))
+
+
 def ray_processes() -> Set[Proc]:
     """Every live (non-zombie) Ray process on this host started by the library or Ray."""
     found = set()

@@ -51,19 +51,32 @@ __all__ = ["from_spark", "to_spark"]
 BLOCK_BYTES = 64 * 2**20
 
 
+def _refuse_column(name: str, type_name: str, why: str) -> TypeError:
+    return TypeError(
+        f"column {name!r} has type {type_name}, which Arrow cannot carry ({why[:200]}); cast or drop it first, "
+        f"e.g. df.withColumn({name!r}, df[{name!r}].cast('string'))."
+    )
+
+
 def check_arrow_types(schema: "StructType") -> None:
     """Refuse a column Arrow cannot carry, naming it, before any Spark job runs."""
-    from pyspark.sql.pandas.types import to_arrow_type
-
     for field in schema.fields:
         try:
-            to_arrow_type(field.dataType, timezone="UTC")
+            spark_env.arrow_type(field.dataType)
         except Exception as e:
-            raise TypeError(
-                f"column {field.name!r} has type {field.dataType.simpleString()}, which Arrow cannot carry "
-                f"({str(e).splitlines()[0][:200]}); cast or drop it first, e.g. "
-                f"df.withColumn({field.name!r}, df[{field.name!r}].cast('string'))."
-            ) from None
+            raise _refuse_column(field.name, field.dataType.simpleString(), str(e).splitlines()[0]) from None
+
+
+def readable_schema(df: "DataFrame") -> "StructType":
+    """``df.schema``, or a TypeError naming the column that pyspark cannot represent (3.5: ``interval``)."""
+    try:
+        return df.schema
+    except Exception:
+        bad = spark_env.columns_pyspark_cannot_read(df)
+        if not bad:
+            raise
+        name, type_name = bad[0]
+        raise _refuse_column(name, type_name, "pyspark cannot represent it") from None
 
 
 def from_spark(df: "DataFrame", block_bytes: int = BLOCK_BYTES) -> "Dataset":
@@ -74,14 +87,11 @@ def from_spark(df: "DataFrame", block_bytes: int = BLOCK_BYTES) -> "Dataset":
     Spark's estimate of the DataFrame's size must leave half of ``/dev/shm`` free for the
     executors' JVMs to write it there; otherwise it goes through Python workers.
     """
-    from pyspark.sql.pandas.types import to_arrow_schema
-
     _require_ray()
-    check_arrow_types(df.schema)
+    check_arrow_types(readable_schema(df))
     tz = df.sparkSession.conf.get("spark.sql.session.timeZone")
     large = (df.sparkSession.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false") or "").lower() == "true"
-    schema = to_arrow_schema(df.schema, timezone=tz, error_on_duplicated_field_names_in_struct=True,
-                             prefers_large_types=large)  # as Spark's own batches are
+    schema = spark_env.arrow_schema(df.schema, tz, large)  # as Spark's own batches are
     holder = holder_for_current_cluster()
     if jvm_writer.enabled():
         blocks = _write_and_load(df, schema, holder, block_bytes)
@@ -191,13 +201,12 @@ def to_spark(ds: "Dataset", spark: "SparkSession", parallelism: Optional[int] = 
     holder keeps for the life of the session (or cluster).
     """
     import ray
-    from pyspark.sql.pandas.types import from_arrow_schema
 
     _require_ray()
     refs = _ray.block_refs(ds)  # the Dataset's own blocks, no copy (to_arrow_refs may convert)
     schema = ds.schema()
     arrow_schema = schema.base_schema if hasattr(schema, "base_schema") else schema
-    spark_schema = from_arrow_schema(arrow_schema, prefer_timestamp_ntz=True)
+    spark_schema = spark_env.spark_schema_of_arrow(arrow_schema)
     holder = holder_for_current_cluster()
     conversion = uuid.uuid4().hex
     n = len(refs) if parallelism is None else max(1, min(parallelism, len(refs) or 1))

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional
 
+from ray_on_spark.data.arrow_format import complete_offsets
 from ray_on_spark.runtime.waiting import deadline_after, poll_until, remaining
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -137,6 +138,7 @@ class BlockOwner:
         with pa.memory_map(path) as source:
             reader = pa.ipc.open_stream(source)
             for batch in reader:
+                batch = complete_offsets(batch)
                 pending.append(batch)
                 size += batch.nbytes
                 if size >= block_bytes:

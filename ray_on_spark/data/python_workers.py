@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, Optional
 
 from ray_on_spark import _ray
+from ray_on_spark.data.arrow_format import complete_offsets
 from ray_on_spark.data.holders import NAMESPACE
 from ray_on_spark.data.spark_arrow import PYSPARK_STATE_LOCK
 
@@ -124,7 +125,7 @@ def put_partition(access: RayAccess, conversion: str, block_bytes: int, schema: 
                 pending, size = [], 0
 
         for message in messages:
-            batch = pa.ipc.read_record_batch(pa.py_buffer(message), schema)
+            batch = complete_offsets(pa.ipc.read_record_batch(pa.py_buffer(message), schema))
             pending.append(batch)
             size += batch.nbytes
             rows += batch.num_rows

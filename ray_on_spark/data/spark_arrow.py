@@ -97,3 +97,4 @@ def columnar_source(df: "DataFrame") -> Optional[spark_env.JavaObject]:
     if sys.byteorder != "little" or not columnar_types_only([f.dataType.typeName() for f in df.schema.fields]):
         return None  # the writer copies fixed-width values as they lie in memory: Arrow's order is little-endian
     return spark_env.columnar_scan(df, _PASS_THROUGH)
+

@@ -3,9 +3,12 @@ ran on the executors -- what a user runs by hand to see that every node is used.
 
 from __future__ import annotations
 
+import pytest
 import ray
 
 import ray_on_spark
+
+pytestmark = pytest.mark.any_spark  # check_distribution's report; the Ray-on-Spark tests run on both
 
 
 def test_check_distribution_sees_every_node_and_says_why_spark_could_not_run(spark, no_ray_left):

@@ -12,6 +12,10 @@ import sys
 import threading
 import time
 
+import pytest
+
+pytestmark = pytest.mark.any_spark  # the command line's plumbing (a start, status and check over a socket)
+
 CLI = [sys.executable, "-m", "ray_on_spark"]
 
 

@@ -20,6 +20,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import ray_on_spark  # noqa: E402
+from helpers import to_arrow  # noqa: E402
 from ray_on_spark._ray import block_refs  # noqa: E402
 
 
@@ -144,7 +145,7 @@ def test_columnar_sources_are_copied_column_by_column_exactly(spark, source, bat
         with caplog.at_level(logging.DEBUG, logger="ray_on_spark"):
             filtered = ray_on_spark.from_spark(df.where("k % 2 = 0"))
         assert "columnar source" not in caplog.text  # a filter on top: Spark's row-wise encoding
-        expected, expected_filtered = df.toArrow(), df.where("k % 2 = 0").toArrow()
+        expected, expected_filtered = to_arrow(df), to_arrow(df.where("k % 2 = 0"))
     finally:
         conf.unset("spark.sql.parquet.columnarReaderBatchSize")
         conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")

@@ -9,9 +9,12 @@ import subprocess
 import sys
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from helpers import ray_processes, wait_no_new_ray_processes
+
+pytestmark = pytest.mark.any_spark  # the examples; the quickstart notebook runs on both (test_separate_drivers.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -85,6 +85,7 @@ spark.stop()
 """
 
 
+@pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_setup_works_when_home_has_a_stale_ray_auth_token(tmp_path, no_ray_left):
     """A plain local ray.init() leaves ~/.ray/auth_token behind; ray.util.spark then fails with
     InvalidAuthToken. Each of our clusters carries its own token, so the file does not matter."""
@@ -124,6 +125,7 @@ spark.stop()
 """
 
 
+@pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_two_clusters_on_one_host_from_two_drivers_do_not_touch_each_other(tmp_path, no_ray_left):
     import os
     import subprocess

@@ -75,6 +75,7 @@ def test_setup_connects_runs_on_both_nodes_and_shutdown_leaves_nothing(spark, no
     assert ray_on_spark.active_cluster() is None
 
 
+@pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_setup_twice_refuses_and_setup_after_shutdown_works(spark, no_ray_left):
     ray_on_spark.setup_ray_cluster(max_worker_nodes=2)
     try:
@@ -105,6 +106,7 @@ def test_context_manager_owns_the_cluster(spark, no_ray_left):
     assert not os.path.exists(cluster.temp_dir)
 
 
+@pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_worker_that_cannot_start_fails_setup_fast_with_its_error(spark, no_ray_left):
     import time
 
@@ -122,6 +124,7 @@ def test_max_num_worker_nodes_uses_every_slot(spark, no_ray_left):
         assert len(cluster.worker_nodes()) == 2
 
 
+@pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_secure_defaults_dashboard_on_loopback_private_dirs_and_token_auth(spark, no_ray_left):
     """Dashboard on 127.0.0.1, temp dirs 0700, and a client without the cluster's token is refused."""
     import glob
@@ -164,6 +167,7 @@ def _raylet_of(cluster, partition: str):
     return node, [p for p in sup.children(recursive=True) if p.name() == "raylet"][0]
 
 
+@pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_dead_worker_node_is_restarted_in_its_slot_and_the_other_node_is_undisturbed(spark, no_ray_left, caplog):
     import logging
     import time
@@ -203,6 +207,7 @@ def test_dead_worker_node_is_restarted_in_its_slot_and_the_other_node_is_undistu
         print(f"node restarted in its slot {restarted_after:.1f}s after its raylet was killed")
 
 
+@pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_node_that_keeps_dying_fails_its_task_visibly_instead_of_looping(spark, no_ray_left, caplog):
     import logging
     import time
@@ -314,6 +319,7 @@ def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark,
         ray_on_spark.shutdown_ray_cluster()
 
 
+@pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_collect_log_to_path_gets_every_nodes_logs_after_shutdown(spark, no_ray_left, tmp_path):
     logs = tmp_path / "ray_logs"
     ray_on_spark.setup_ray_cluster(max_worker_nodes=2, num_cpus_worker_node=1, collect_log_to_path=str(logs))
@@ -358,6 +364,7 @@ def test_head_and_worker_options_reach_ray_start_and_temp_root_is_used(spark, no
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_strict_mode_refuses_nodes_below_ray_recommendation_and_leaves_nothing(spark, no_ray_left):
     t0 = time.monotonic()
     with pytest.raises(ray_on_spark.RayOnSparkError, match="strict_mode=True") as err:

@@ -18,6 +18,8 @@ import pytest
 
 from helpers import ray_processes, spark_jvms, wait_no_new_ray_processes
 
+pytestmark = pytest.mark.any_spark  # the README's examples as written; the API under them is tested on both
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARKER = re.compile(r"<!-- example: (runnable|tested by (\S+)::(\w+)) -->")
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from helpers import ray_processes, wait_no_new_ray_processes
@@ -65,6 +66,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_killing_the_driver_takes_every_ray_process_with_it(standalone, tmp_path):
     import signal
     import tempfile

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import List
 
+import pytest
 import ray
 
 import ray_on_spark
+
+pytestmark = pytest.mark.any_spark  # the texts the Spark UI shows for our jobs
 
 
 def _job_descriptions(sc) -> List[str]:
