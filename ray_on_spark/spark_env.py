@@ -276,10 +276,12 @@ def arrow_schema(schema: "StructType", timezone: str, large_var_types: bool) -> 
     """The Arrow schema of Spark's own Arrow batches for ``schema`` (``toArrowBatchRdd``'s layout).
 
     pyspark 4.x's ``to_arrow_schema`` takes the session time zone, the duplicate-name check and
-    ``prefers_large_types``; pyspark 3.5's takes the schema only and writes timestamps as UTC and
-    strings as small types.  On 3.5 those are set afterwards, field by field, to what Spark's JVM
-    writes (the session time zone; large strings and binaries under
-    ``spark.sql.execution.arrow.useLargeVarTypes``), so the schema matches the batches on both.
+    ``prefers_large_types`` (Spark 4's ``toArrowBatchRdd`` honours
+    ``spark.sql.execution.arrow.useLargeVarTypes``).  pyspark 3.5's takes the schema only and
+    writes timestamps as UTC; Spark 3.5's ``toArrowBatchRdd`` writes the session time zone and
+    always small string types (it passes ``largeVarTypes=false``; the conf reaches its pandas
+    UDFs only).  So there the time zone is set afterwards, field by field, and ``large_var_types``
+    is not applied: the schema matches the batches on both.
     """
     from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -287,28 +289,23 @@ def arrow_schema(schema: "StructType", timezone: str, large_var_types: bool) -> 
               "prefers_large_types": large_var_types}
     given = _accepted_keywords(to_arrow_schema, wanted)
     arrow = to_arrow_schema(schema, **given)
-    if len(given) == len(wanted):
+    if "timezone" in given:
         return arrow
-    logger.debug("pyspark's to_arrow_schema takes only %s: time zone and large types set afterwards", sorted(given))
+    logger.debug("pyspark's to_arrow_schema takes no time zone: timestamps get %s afterwards", timezone)
     import pyarrow as pa
 
-    def fix(t: "pa.DataType") -> "pa.DataType":
-        if pa.types.is_timestamp(t) and t.tz is not None and "timezone" not in given:
+    def zoned(t: "pa.DataType") -> "pa.DataType":
+        if pa.types.is_timestamp(t) and t.tz is not None:
             return pa.timestamp(t.unit, tz=timezone)
-        if large_var_types and "prefers_large_types" not in given:
-            if pa.types.is_string(t):
-                return pa.large_string()
-            if pa.types.is_binary(t):
-                return pa.large_binary()
         if pa.types.is_struct(t):
-            return pa.struct([f.with_type(fix(f.type)) for f in t])
+            return pa.struct([f.with_type(zoned(f.type)) for f in t])
         if pa.types.is_list(t):
-            return pa.list_(t.value_field.with_type(fix(t.value_type)))
+            return pa.list_(t.value_field.with_type(zoned(t.value_type)))
         if pa.types.is_map(t):
-            return pa.map_(t.key_field.with_type(fix(t.key_type)), t.item_field.with_type(fix(t.item_type)))
+            return pa.map_(t.key_field.with_type(zoned(t.key_type)), t.item_field.with_type(zoned(t.item_type)))
         return t
 
-    return pa.schema([f.with_type(fix(f.type)) for f in arrow], metadata=arrow.metadata)
+    return pa.schema([f.with_type(zoned(f.type)) for f in arrow], metadata=arrow.metadata)
 
 
 def columns_pyspark_cannot_read(df: "DataFrame") -> List[Tuple[str, str]]:

@@ -160,6 +160,37 @@ def test_columnar_sources_are_copied_column_by_column_exactly(spark, source, bat
         assert got.sort_by("k").equals(want.sort_by("k"))
 
 
+@pytest.mark.parametrize("path", ["arrow-files", "python-workers"])
+def test_session_time_zone_and_large_var_types_match_sparks_own_batches(spark, path, monkeypatch):
+    """Blocks carry the session's time zone and, where Spark's encoding honours it, large string types.
+
+    pyspark 3.5's ``to_arrow_schema`` knows neither, and Spark 3.5's ``toArrowBatchRdd`` writes
+    small strings whatever the conf says: the schema must match the batches on both lines.
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    if path == "python-workers":
+        monkeypatch.setenv("RAY_ON_SPARK_ARROW_FILES", "0")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    spark.conf.set("spark.sql.execution.arrow.useLargeVarTypes", "true")
+    try:
+        df = spark.range(0, 100, numPartitions=2).selectExpr(
+            "CAST(id AS STRING) AS s", "TIMESTAMP_SECONDS(id * 3600) AS ts", "ARRAY(CAST(id AS STRING)) AS a",
+            "NAMED_STRUCT('t', TIMESTAMP_SECONDS(id)) AS st")
+        ds = ray_on_spark.from_spark(df)
+        table = pa.concat_tables(ray.get(block_refs(ds)))
+        want = to_arrow(df)
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+        spark.conf.unset("spark.sql.execution.arrow.useLargeVarTypes")
+    large = "prefers_large_types" in to_arrow_schema.__code__.co_varnames  # Spark 4's encoding honours the conf
+    assert table.schema.field("s").type == (pa.large_string() if large else pa.string())
+    assert table.schema.field("ts").type == pa.timestamp("us", tz="America/New_York")
+    assert table.schema.field("st").type.field("t").type == pa.timestamp("us", tz="America/New_York")
+    # the same instants as pyspark's own collect (whose zone label may differ: pyspark 4's toArrow says UTC)
+    assert table.cast(want.schema).sort_by("ts").equals(want.sort_by("ts"))
+
+
 def test_a_type_arrow_cannot_carry_is_refused_naming_the_column(spark):
     df = spark.range(3).selectExpr("id", "make_interval(0, 0, 0, CAST(id AS INT)) AS iv")
     with pytest.raises(TypeError, match=r"column 'iv' has type interval.*cast or drop it first"):
