@@ -151,7 +151,7 @@ def side_ours(rows: int, reps: int, mixed: bool, parquet: bool = False) -> dict:
             import pyarrow as pa
 
             arrow = pa.concat_tables(ray.get(table))
-            res = spark.createDataFrame(arrow).selectExpr(*exprs).collect()[0]
+            res = _from_arrow(spark, arrow).selectExpr(*exprs).collect()[0]
             assert res["n"] == rows
             return res
 
@@ -220,6 +220,16 @@ def _to_arrow(df):
         return df.toArrow()
     tz = df.sparkSession.conf.get("spark.sql.session.timeZone")
     return pa.Table.from_batches(df._collect_as_arrow(), schema=spark_env.arrow_schema(df.schema, tz, False))
+
+
+def _from_arrow(spark, table):
+    """``spark.createDataFrame(table)`` (pyspark 4 takes an Arrow table); on 3.5 through pandas, with Arrow on."""
+    from pyspark.sql import DataFrame
+
+    if hasattr(DataFrame, "toArrow"):  # pyspark 4: Arrow in, Arrow out
+        return spark.createDataFrame(table)
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    return spark.createDataFrame(table.to_pandas())
 
 
 def side_rss(rows: int) -> dict:

@@ -54,6 +54,7 @@ _EXPORTS = {
     "from_spark": "ray_on_spark.data.api",
     "check_distribution": "ray_on_spark.check",
     "to_spark": "ray_on_spark.data.api",
+    "release_converted_data": "ray_on_spark.data.api",
 }
 
 __all__ = list(_EXPORTS)
@@ -69,7 +70,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # pragma: no cover
     from ray_on_spark.check import check_distribution  # noqa: F401
-    from ray_on_spark.data.api import from_spark, to_spark  # noqa: F401
+    from ray_on_spark.data.api import from_spark, release_converted_data, to_spark  # noqa: F401
     from ray_on_spark.errors import RayOnSparkError  # noqa: F401
     from ray_on_spark.on_ray.api import active_spark, init_spark, stop_spark  # noqa: F401
     from ray_on_spark.on_ray.session import SparkOnRay  # noqa: F401

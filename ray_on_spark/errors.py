@@ -46,6 +46,10 @@ class SparkOnRayStartError(RayOnSparkError):
     """A part of a Spark-on-Ray session (master, placement group, executor) did not start."""
 
 
+class ExecutorsLostError(RayOnSparkError):
+    """More Spark-on-Ray executors were lost than the session replaces (``spark.executor.maxNumFailures``)."""
+
+
 class RayNotConnectedError(RayOnSparkError):
     """A conversion needs this process connected to Ray (``ray.init()``) and it is not."""
 

@@ -369,6 +369,11 @@ def collect_jvm_partitions(sc: "SparkContext", rdd: JavaObject, function: JavaOb
     return [str(line) for line in jrdd.mapPartitionsWithIndex(function, False).collect()]
 
 
+def num_partitions(df: "DataFrame") -> int:
+    """The partitions of ``df``'s RDD (planned, not run)."""
+    return int(df._jdf.rdd().getNumPartitions())
+
+
 def schema_default_size(df: "DataFrame") -> int:
     """Spark's estimate of one row's size in bytes (``StructType.defaultSize``)."""
     return int(df._jdf.schema().defaultSize())

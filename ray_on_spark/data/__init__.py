@@ -6,6 +6,7 @@
 * ``spark_arrow``    -- Spark's side: a DataFrame as Arrow record batches, row by row or column by column
 * ``jvm_writer``     -- from_spark's first path: executors' JVMs write Arrow files to /dev/shm
                         (``java/RayOnSparkArrowFileWriter.java``, compiled with Spark's Janino)
+* ``ray_entry_points`` -- ray.data.from_spark and Dataset.to_spark through ours while RayDP is not installed
 * ``python_workers`` -- the functions that run in Spark tasks' Python workers (fallback path, to_spark)
 
 Used by both directions; imports neither.

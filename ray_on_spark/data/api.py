@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["from_spark", "to_spark"]
+__all__ = ["from_spark", "to_spark", "release_converted_data"]
 
 #: Target size of one Ray block made by a Spark task (Ray Data's own default is 128 MiB).
 BLOCK_BYTES = 64 * 2**20
@@ -79,15 +79,38 @@ def readable_schema(df: "DataFrame") -> "StructType":
         raise _refuse_column(name, type_name, "pyspark cannot represent it") from None
 
 
-def from_spark(df: "DataFrame", block_bytes: int = BLOCK_BYTES) -> "Dataset":
+def num_blocks_wanted(parallelism: Optional[int], override_num_blocks: Optional[int]) -> Optional[int]:
+    """The block count asked for through Ray's ``override_num_blocks`` or its older name ``parallelism``."""
+    for name, value in (("parallelism", parallelism), ("override_num_blocks", override_num_blocks)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name}={value!r} must be a whole number of blocks >= 1, e.g. {name}=8, or None "
+                             f"(one block per ~{BLOCK_BYTES // 2**20} MiB of each partition)")
+    if parallelism is not None and override_num_blocks is not None and parallelism != override_num_blocks:
+        raise ValueError(f"parallelism={parallelism} and override_num_blocks={override_num_blocks} disagree: "
+                         f"pass override_num_blocks only (parallelism is its deprecated name)")
+    return override_num_blocks if override_num_blocks is not None else parallelism
+
+
+def from_spark(df: "DataFrame", parallelism: Optional[int] = None, *, override_num_blocks: Optional[int] = None,
+               block_bytes: int = BLOCK_BYTES) -> "Dataset":
     """Spark DataFrame -> ``ray.data.Dataset``, through the object store (RayDP's ``spark_dataframe_to_ray_dataset``).
 
     Needs a connected Ray (``ray.init()``) whose nodes run the Spark executors (true in
     both modes).  The Dataset's blocks are owned by the holder's block owners (module doc).
     Spark's estimate of the DataFrame's size must leave half of ``/dev/shm`` free for the
     executors' JVMs to write it there; otherwise it goes through Python workers.
+
+    ``override_num_blocks`` (Ray's ``ray.data.from_spark``) or ``parallelism`` (its older name,
+    and RayDP's): that many blocks -- the DataFrame is repartitioned to that many partitions
+    when it has another count (as RayDP does), and each partition becomes one block (an
+    empty partition none).  Otherwise each partition gives a block per ``block_bytes``.
     """
+    wanted = num_blocks_wanted(parallelism, override_num_blocks)
     _require_ray()
+    if wanted is not None:
+        if spark_env.num_partitions(df) != wanted:
+            df = df.repartition(wanted)
+        block_bytes = 2**62  # one block per partition
     check_arrow_types(readable_schema(df))
     tz = df.sparkSession.conf.get("spark.sql.session.timeZone")
     large = (df.sparkSession.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false") or "").lower() == "true"
@@ -229,3 +252,14 @@ def _require_ray() -> None:
             "Ray is not connected in this process: call ray.init() first (after setup_ray_cluster or before "
             "init_spark), then convert."
         )
+
+
+def release_converted_data() -> int:
+    """Free the Datasets converted in Spark-on-Ray sessions stopped with ``stop_spark(cleanup_data=False)``.
+
+    Such a session's Datasets stay readable after it stops (RayDP's behaviour) until this is
+    called, or until Ray shuts down.  Returns how many stopped sessions' data was freed.
+    """
+    from ray_on_spark.data.holders import release_kept_scopes
+
+    return release_kept_scopes()

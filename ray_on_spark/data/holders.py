@@ -337,10 +337,32 @@ def open_session_scope() -> HolderScope:
     return _SESSION_SCOPE
 
 
+#: Scopes of sessions stopped with ``cleanup_data=False``: their data lives until :func:`release_kept_scopes`.
+_KEPT_SCOPES: List[HolderScope] = []
+
+
 def close_session_scope(scope: HolderScope, free: bool) -> None:
-    """End ``scope``; ``free``: kill its holder, which frees the data it owns."""
+    """End ``scope``; ``free``: kill its holder, which frees the data it owns; else keep it for later."""
     global _SESSION_SCOPE
     if _SESSION_SCOPE is scope:
         _SESSION_SCOPE = None
     if free:
         scope.release()
+    elif scope.holder is not None:
+        _KEPT_SCOPES.append(scope)
+
+
+def release_kept_scopes() -> int:
+    """Kill the holders of the sessions stopped with ``cleanup_data=False``; return how many there were.
+
+    Their Datasets' blocks are freed.  Only while connected to Ray (after ``ray.shutdown()``
+    the holders have gone with the cluster, or belong to a job that has ended).
+    """
+    import ray
+
+    count = len(_KEPT_SCOPES)
+    if ray.is_initialized():
+        for scope in _KEPT_SCOPES:
+            scope.release()
+    _KEPT_SCOPES.clear()
+    return count

@@ -4,6 +4,7 @@
 * ``plan``           -- pure: init_spark's argument checks, placement-group bundles and Spark confs
 * ``session``        -- SparkOnRay, the owner of one session: master, placement group, actors, SparkSession
 * ``executor_actor`` -- the Ray actor that launches and owns one Spark executor JVM
+* ``replacement``    -- the keeper that replaces lost executors (spark.executor.maxNumFailures per window)
 * ``cds``            -- class-data archives that make those JVMs start faster
 * ``jit``            -- JIT thresholds for those JVMs: less C2 work while they start
 """

@@ -33,6 +33,7 @@ def init_spark(
     executor_cores: int,
     executor_memory: Union[str, int],
     enable_hive: bool = False,
+    fault_tolerant_mode: bool = True,
     placement_group_strategy: Optional[str] = None,
     placement_group: Optional["PlacementGroup"] = None,
     placement_group_bundle_indexes: Optional[Sequence[int]] = None,
@@ -43,7 +44,14 @@ def init_spark(
     Connects to Ray first if needed (``ray.init()``, which honours ``RAY_ADDRESS``).  All
     arguments are checked before anything starts; on a failed start everything started
     is stopped again.  Returns the SparkSession; :func:`stop_spark` ends it.
+
+    The arguments and their order are RayDP 1.6's.  ``fault_tolerant_mode`` (RayDP: converted
+    data is owned by an actor that outlives the executors, so a Dataset survives an executor's
+    loss) is accepted and changes nothing here: converted blocks are always owned by the
+    data holder's block owners, never by executors (:mod:`ray_on_spark.data.holders`).
     """
+    if not isinstance(fault_tolerant_mode, bool):
+        raise TypeError(f"fault_tolerant_mode={fault_tolerant_mode!r} must be True or False (RayDP's default: True)")
     global _ACTIVE
     plan = plan_executors(
         app_name, num_executors, executor_cores, executor_memory, configs, placement_group_strategy,

@@ -11,6 +11,7 @@ and the driver sees a lost executor.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -42,9 +43,20 @@ class ExecutorLaunch:
     env: Dict[str, str] = field(default_factory=dict)  # spark.executorEnv.*
     #: Where the executors' class-data archive lives (ray_on_spark.cds); None: not used.
     cds_root: Optional[str] = None
+    #: GPUs per executor (spark.executor.resource.gpu.amount): the actor's Ray GPU ids become its addresses.
+    gpus: int = 0
 
 
-def executor_command(launch: ExecutorLaunch, java_home: str, host: str, executor_id: int) -> List[str]:
+def gpu_resources_file(directory: str, gpu_ids: List[str]) -> str:
+    """Spark's resources file (``--resourcesFile``) giving the executor exactly these GPU addresses."""
+    path = os.path.join(directory, "resources.json")
+    with open(path, "w") as f:
+        json.dump([{"id": {"componentName": "spark.executor", "resourceName": "gpu"}, "addresses": gpu_ids}], f)
+    return path
+
+
+def executor_command(launch: ExecutorLaunch, java_home: str, host: str, executor_id: int,
+                     resources_file: Optional[str] = None) -> List[str]:
     """The executor JVM's command line, as a standalone Worker would build it."""
     home = spark_home()
     java = os.path.join(java_home, "bin", "java")
@@ -64,6 +76,7 @@ def executor_command(launch: ExecutorLaunch, java_home: str, host: str, executor
         "--cores", str(launch.cores),
         "--app-id", launch.app_id,
         "--resourceProfileId", "0",
+        *(["--resourcesFile", resources_file] if resources_file else []),
     ]
 
 
@@ -94,7 +107,14 @@ class ExecutorActor:
             "SPARK_EXECUTOR_DIRS": temp_dir,
             "TMPDIR": temp_dir,
         })
-        cmd = executor_command(launch, env["JAVA_HOME"], host, self.index)
+        resources_file = None
+        if launch.gpus:  # Ray set CUDA_VISIBLE_DEVICES for this actor; Spark gets the same ids as addresses
+            gpu_ids = [str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
+            if len(gpu_ids) < launch.gpus:
+                raise SparkOnRayStartError(f"executor {self.index}'s actor got GPUs {gpu_ids} from Ray, fewer than "
+                                           f"spark.executor.resource.gpu.amount={launch.gpus}")
+            resources_file = gpu_resources_file(temp_dir, gpu_ids[:launch.gpus])
+        cmd = executor_command(launch, env["JAVA_HOME"], host, self.index, resources_file)
         sup = supervisor_command(cmd, log=os.path.join(temp_dir, "executor.log"), cleanup_dir=temp_dir,
                                  start_timeout=timeout, what="Spark executor", ready_marker=EXECUTOR_READY, janitor=True)
         self.node = SupervisedProcess(sup, env, what="Spark executor", cwd=temp_dir)
@@ -107,6 +127,18 @@ class ExecutorActor:
         # until it has removed temp_dir, and stop_spark must not return before that.
         return {"index": self.index, "host": host, "actor_pid": os.getpid(),
                 "processes": [(r.pid, r.create_time) for r in procs.tree(self.node.pid)]}
+
+    def wait_exit(self) -> Optional[int]:
+        """Block until this actor's executor ends; its exit code (None: it was never started).
+
+        The session's keeper (:mod:`ray_on_spark.on_ray.replacement`) keeps one such call open per
+        actor: it returns when the executor exits on its own, and fails when the actor dies.
+        The actor runs with ``max_concurrency`` > 1, so ``stop`` still gets through meanwhile.
+        """
+        node = self.node
+        if node is None:
+            return None
+        return node.proc.wait()
 
     def jvm_pids(self) -> List[int]:
         """Pids of the executor JVM under this actor (for tests and checks)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from ray_on_spark.runtime.units import GIB, MIB, format_bytes, parse_memory
+from ray_on_spark.runtime.units import GIB, MIB, format_bytes, parse_duration, parse_memory
 
 #: Spark refuses executors below 1.5 x its 300 MiB reserved memory.
 MIN_EXECUTOR_MEMORY = 450 * MIB
@@ -32,6 +32,119 @@ OWNED_CONFS: Dict[str, Optional[str]] = {
 }
 
 
+#: Spark's keys for how many executor failures an application tolerates, and over what window
+#: (``spark.executor.maxNumFailures``, ``spark.executor.failuresValidityInterval``; YARN and
+#: Kubernetes read them too).  A lost executor is replaced while the failures within the window
+#: stay at or below the maximum.
+MAX_FAILURES_CONF = "spark.executor.maxNumFailures"
+FAILURES_WINDOW_CONF = "spark.executor.failuresValidityInterval"
+#: Our default window; Spark's own (unset) counts failures for the application's whole life, which
+#: would end replacement in a long session that loses an executor now and then.
+DEFAULT_FAILURES_WINDOW_S = 600.0
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How many lost executors a session replaces within a sliding window."""
+
+    max_failures: int
+    window_s: float
+
+    def allows(self, failure_times: Sequence[float], now: float) -> bool:
+        """Whether one more failure at ``now`` stays within the policy (``failure_times``: earlier ones)."""
+        recent = [t for t in failure_times if now - t < self.window_s]
+        return len(recent) + 1 <= self.max_failures
+
+
+def restart_policy(configs: Mapping[str, str], num_executors: int) -> RestartPolicy:
+    """The policy from the user's confs; Spark's default maximum is ``max(2 x num_executors, 3)``."""
+    raw = configs.get(MAX_FAILURES_CONF)
+    if raw is None:
+        most = max(2 * num_executors, 3)
+    else:
+        try:
+            most = int(raw)
+        except ValueError:
+            most = -1
+        if most < 0:
+            raise ValueError(f"configs[{MAX_FAILURES_CONF!r}]={raw!r} must be a whole number >= 0 "
+                             f"(0: never replace a lost executor), e.g. '{max(2 * num_executors, 3)}'.")
+    window = DEFAULT_FAILURES_WINDOW_S
+    if FAILURES_WINDOW_CONF in configs:
+        try:
+            window = parse_duration(configs[FAILURES_WINDOW_CONF], name=f"configs[{FAILURES_WINDOW_CONF!r}]")
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        if window <= 0:
+            raise ValueError(f"configs[{FAILURES_WINDOW_CONF!r}]={configs[FAILURES_WINDOW_CONF]!r} must be "
+                             f"longer than 0, e.g. '10min'.")
+    return RestartPolicy(most, window)
+
+
+#: RayDP's confs for what each executor's actor reserves in Ray: ``<prefix>cpu`` (CPUs, fractional
+#: allowed; default ``executor_cores``) and ``<prefix><name>`` (a custom Ray resource).  The second
+#: prefix is RayDP's older spelling.
+ACTOR_RESOURCE_PREFIXES = ("spark.ray.raydp_spark_executor.actor.resource.", "spark.ray.actor.resource.")
+#: Spark's own conf for each executor's GPUs: the actor reserves that many of Ray's GPUs.
+GPU_AMOUNT_CONF = "spark.executor.resource.gpu.amount"
+
+
+@dataclass(frozen=True)
+class ActorResources:
+    """What one executor's actor (and its placement-group bundle) reserves in Ray besides memory."""
+
+    cpus: float
+    gpus: int = 0
+    custom: Dict[str, float] = field(default_factory=dict)
+
+
+def _amount(key: str, value: str, example: str) -> float:
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = -1.0
+    if not amount > 0:
+        raise ValueError(f"configs[{key!r}]={value!r} must be a number > 0, e.g. '{example}'.")
+    return amount
+
+
+def actor_resources(configs: Mapping[str, str], executor_cores: int) -> ActorResources:
+    """RayDP's ``spark.ray.*`` actor resources and Spark's GPU amount from ``configs``.
+
+    Any other ``spark.ray.*`` key is RayDP's and has no meaning here: it is refused by name
+    rather than dropped, so that a migrated notebook does not silently lose a setting.
+    """
+    cpus: float = float(executor_cores)
+    custom: Dict[str, float] = {}
+    for key, value in configs.items():
+        prefix = next((p for p in ACTOR_RESOURCE_PREFIXES if key.startswith(p)), None)
+        if prefix is not None:
+            name = key[len(prefix):]
+            if name == "cpu":
+                cpus = _amount(key, value, "0.5")
+            elif not name or name.lower() in ("gpu", "memory"):
+                raise ValueError(
+                    f"configs[{key!r}] cannot be set: use {GPU_AMOUNT_CONF} for GPUs and executor_memory for "
+                    "memory; this prefix takes 'cpu' or a custom Ray resource's name.")
+            else:
+                custom[name] = _amount(key, value, "1")
+        elif key.startswith("spark.ray."):
+            raise ValueError(
+                f"configs[{key!r}] is a RayDP setting that ray_on_spark does not implement; remove it. Supported: "
+                f"{ACTOR_RESOURCE_PREFIXES[0]}cpu and {ACTOR_RESOURCE_PREFIXES[0]}<custom resource> (also under "
+                f"{ACTOR_RESOURCE_PREFIXES[1]}), and Spark's {GPU_AMOUNT_CONF}.")
+    gpus = 0
+    if GPU_AMOUNT_CONF in configs:
+        raw = configs[GPU_AMOUNT_CONF]
+        try:
+            gpus = int(raw)
+        except ValueError:
+            gpus = 0
+        if gpus < 1:
+            raise ValueError(f"configs[{GPU_AMOUNT_CONF!r}]={raw!r} must be a whole number of GPUs >= 1, e.g. '1'.")
+    return ActorResources(cpus, gpus, custom)
+
+
 @dataclass(frozen=True)
 class ExecutorPlan:
     """What init_spark will start: ``num_executors`` Ray actors, one Spark executor each."""
@@ -44,14 +157,30 @@ class ExecutorPlan:
     strategy: str = "SPREAD"
     bundle_indexes: Optional[List[int]] = None  # set when the user brings a placement group
     enable_hive: bool = False
+    restarts: RestartPolicy = RestartPolicy(3, DEFAULT_FAILURES_WINDOW_S)
+    #: What each actor reserves besides its heap (default: executor_cores CPUs); None: that default.
+    resources: Optional[ActorResources] = None
+
+    @property
+    def actor(self) -> ActorResources:
+        return self.resources or ActorResources(float(self.executor_cores))
 
     @property
     def executor_memory_mib(self) -> int:
         return self.executor_memory // MIB
 
+    def bundle(self) -> Dict[str, float]:
+        """One executor's placement-group bundle: its actor's CPUs, GPUs, custom resources and its heap."""
+        a = self.actor
+        out = {"CPU": a.cpus, "memory": float(self.executor_memory)}
+        if a.gpus:
+            out["GPU"] = float(a.gpus)
+        out.update(a.custom)
+        return out
+
     def bundles(self) -> List[Dict[str, float]]:
-        """One placement-group bundle per executor: its cores and its heap, reserved in Ray."""
-        return [{"CPU": float(self.executor_cores), "memory": float(self.executor_memory)}] * self.num_executors
+        """One placement-group bundle per executor (:meth:`bundle`), reserved in Ray."""
+        return [self.bundle()] * self.num_executors
 
     def spark_confs(self, master_url: str, driver_host: str, python: str) -> Dict[str, str]:
         """The SparkSession's confs: user configs first, then the ones this plan owns."""
@@ -154,7 +283,11 @@ def plan_executors(
             "placement_group_bundle_indexes was given without placement_group; pass placement_group=<your "
             "PlacementGroup> too, or drop the indexes."
         )
+    restarts = restart_policy(clean, n)
+    resources = actor_resources(clean, cores)
     return ExecutorPlan(
+        restarts=restarts,
+        resources=resources,
         app_name=app_name,
         num_executors=n,
         executor_cores=cores,
@@ -168,21 +301,32 @@ def plan_executors(
 
 def check_fits(plan: ExecutorPlan, total: Mapping[str, float], per_node_cpus: Sequence[float]) -> None:
     """Refuse a plan the Ray cluster can never hold (what it could hold *now* is Ray's to say)."""
-    cpus = plan.num_executors * plan.executor_cores
+    each_cpus = plan.actor.cpus
+    what = (f"executor_cores={plan.executor_cores}" if each_cpus == plan.executor_cores
+            else f"{ACTOR_RESOURCE_PREFIXES[0]}cpu={each_cpus:g}")
+    cpus = plan.num_executors * each_cpus
     have = total.get("CPU", 0.0)
-    if cpus > have:
-        fit = max(1, int(have // plan.executor_cores)) if have >= plan.executor_cores else 0
+    if cpus > have + 1e-9:
+        fit = max(1, int(have // each_cpus)) if have >= each_cpus else 0
         hint = (f"use num_executors<={fit}" if fit else f"use executor_cores<={int(have)}") + " or a bigger Ray cluster"
         raise ValueError(
-            f"num_executors={plan.num_executors} x executor_cores={plan.executor_cores} = {cpus} CPUs, but this "
+            f"num_executors={plan.num_executors} x {what} = {cpus:g} CPUs, but this "
             f"Ray cluster has {have:g} CPUs in all; {hint}."
         )
     biggest = max(per_node_cpus, default=0.0)
-    if plan.executor_cores > biggest:
+    if each_cpus > biggest:
         raise ValueError(
-            f"executor_cores={plan.executor_cores} is more than any Ray node has (the biggest has {biggest:g} CPUs); "
+            f"{what} is more than any Ray node has (the biggest has {biggest:g} CPUs); "
             f"use executor_cores<={int(biggest)}."
         )
+    wanted = {k: v for k, v in plan.bundle().items() if k not in ("CPU", "memory")}
+    for name, each in wanted.items():
+        need, have_it = each * plan.num_executors, total.get(name, 0.0)
+        if need > have_it:
+            conf = GPU_AMOUNT_CONF if name == "GPU" else f"{ACTOR_RESOURCE_PREFIXES[0]}{name}"
+            raise ValueError(
+                f"num_executors={plan.num_executors} x {conf}={each:g} = {need:g} {name}, but this Ray cluster has "
+                f"{have_it:g} {name} in all; use fewer executors, a smaller {conf}, or Ray nodes with that resource.")
     memory = plan.num_executors * plan.executor_memory
     have_mem = total.get("memory", 0.0)
     if memory > have_mem:

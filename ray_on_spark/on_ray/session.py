@@ -30,11 +30,12 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ray_on_spark import spark_env
-from ray_on_spark.data import holders
+from ray_on_spark.data import holders, ray_entry_points
 from ray_on_spark.errors import SparkOnRayStartError
 from ray_on_spark.on_ray import cds, jit
 from ray_on_spark.on_ray.executor_actor import ExecutorActor, ExecutorLaunch
 from ray_on_spark.on_ray.plan import ExecutorPlan
+from ray_on_spark.on_ray.replacement import ExecutorKeeper
 from ray_on_spark.runtime import procs
 from ray_on_spark.runtime.ports import free_ports
 from ray_on_spark.runtime.supervised import SupervisedProcess, supervisor_command
@@ -79,6 +80,8 @@ class SparkOnRay:
         self.timings: Dict[str, float] = {}
         #: The holder of this session's converted data (ray_on_spark.data), made on the first conversion.
         self.data = holders.open_session_scope()
+        self._entry_points = False  # whether start() routed Ray's from_spark / to_spark through ours
+        self._keeper: Optional[ExecutorKeeper] = None
 
     @property
     def holder(self) -> Optional[holders.Holder]:
@@ -111,19 +114,9 @@ class SparkOnRay:
         else:
             self._start_master(host)
         self._reserve()
-        actor_cls = ray.remote(ExecutorActor)
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
         indexes = self.plan.bundle_indexes or list(range(self.plan.num_executors))
         for i, bundle in enumerate(indexes):
-            self.actors.append(
-                actor_cls.options(
-                    num_cpus=self.plan.executor_cores,
-                    memory=self.plan.executor_memory,
-                    max_restarts=0,
-                    scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle),
-                ).remote(i)
-            )
+            self.actors.append(self._new_actor(bundle, i))
         if in_driver:
             gateway.join(self.start_timeout)
             if any(o.startswith("-XX:DumpLoadedClassList") for o in driver_cds):
@@ -146,10 +139,52 @@ class SparkOnRay:
         for w in self.workers:
             self._records.extend(procs.ProcessRecord(*r) for r in w["processes"])
         self._wait_executors()
+        self._keeper = ExecutorKeeper(
+            self.actors, indexes, first_new_id=self.plan.num_executors, policy=self.plan.restarts,
+            new_actor=lambda bundle, executor_id: self._start_actor(bundle, executor_id, launch),
+            on_started=self._started, start_timeout=self.start_timeout)
+        self._keeper.start()
         self.timings["ready_s"] = time.monotonic() - t0
+        self._entry_points = ray_entry_points.install()  # ray.data.from_spark / Dataset.to_spark without RayDP
         logger.info("Spark on Ray is up in %.1fs: %d executors x %d cores (driver %s)", self.timings["ready_s"],
                     self.plan.num_executors, self.plan.executor_cores, self.spark.sparkContext.applicationId)
         return self.spark
+
+    def _new_actor(self, bundle: int, executor_id: int) -> "ActorHandle":
+        """An executor actor on placement-group bundle ``bundle``; its executor gets id ``executor_id``."""
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        actor = self.plan.actor
+        return ray.remote(ExecutorActor).options(
+            num_cpus=actor.cpus,
+            num_gpus=actor.gpus,
+            resources=dict(actor.custom),
+            memory=self.plan.executor_memory,
+            max_restarts=0,
+            max_concurrency=4,  # wait_exit stays open while stop and jvm_pids get through
+            scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle),
+        ).remote(executor_id)
+
+    def _start_actor(self, bundle: int, executor_id: int, launch: ExecutorLaunch) -> Tuple["ActorHandle", Any]:
+        """A replacement executor: its actor, and the call that returns once it registered with the driver."""
+        actor = self._new_actor(bundle, executor_id)
+        return actor, actor.start.remote(launch, self.start_timeout)
+
+    def _started(self, info: Dict[str, Any]) -> None:
+        """A replacement executor is up: its processes are the session's to wait for at stop."""
+        self.workers.append(info)
+        self._records.extend(procs.ProcessRecord(*r) for r in info["processes"])
+
+    @property
+    def executor_failure(self) -> Optional[Exception]:
+        """Why lost executors are no longer replaced (``spark.executor.maxNumFailures`` reached), else None."""
+        return self._keeper.failure if self._keeper is not None else None
+
+    @property
+    def replacements(self) -> List[Any]:
+        """The executors replaced so far: lost id, new id, why, seconds until the new one registered, host."""
+        return list(self._keeper.replacements) if self._keeper is not None else []
 
     def _remember_driver_classpath(self) -> None:
         """The driver archive must be built for exactly the classpath pyspark's launcher gave the JVM."""
@@ -179,6 +214,7 @@ class SparkOnRay:
             secret=self._secret,
             env=env,
             cds_root=cds.cache_root() if cds.enabled() else None,
+            gpus=self.plan.actor.gpus,
         )
 
     def _hosts(self) -> Tuple[str, Optional[str]]:
@@ -297,6 +333,9 @@ class SparkOnRay:
             # Freed: the converted Datasets' blocks go with their owners (kept with cleanup_data=False).
             # The scope ends even when stopping failed part-way: no later conversion may use this session's holder.
             holders.close_session_scope(self.data, free=cleanup_data and ray.is_initialized())
+            if self._entry_points:
+                ray_entry_points.uninstall()
+                self._entry_points = False
         if self.temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
         if cds.enabled():  # the first session's executors recorded their classes: archive them for the next
@@ -311,6 +350,8 @@ class SparkOnRay:
         """The SparkSession, the executors and their actors, the master, the placement group, in that order."""
         import ray
 
+        if self._keeper is not None:  # first: the actors stopped below are not losses to replace
+            self._keeper.close()
         if self.spark is not None:
             try:
                 self.spark.stop()

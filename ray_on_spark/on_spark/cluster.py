@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 from ray_on_spark import _ray, spark_env
+from ray_on_spark.data import ray_entry_points
 from ray_on_spark.errors import HeadStartError, RayOnSparkError, WorkerNodesStartError
 from ray_on_spark.on_spark import diagnostics, nodes, ray_start
 from ray_on_spark.on_spark.autoscaling.launcher import NodeLauncher
@@ -125,6 +126,7 @@ class RayClusterOnSpark:
         self._job_results: Optional[List[str]] = None
         self._job_error: Optional[BaseException] = None
         self._saved_env: Dict[str, Optional[str]] = {}
+        self._entry_points = False  # whether start() routed Ray's from_spark / to_spark through ours
         self._client = None
         self._stop_monitor = threading.Event()
         self._monitor_thread: Optional[threading.Thread] = None
@@ -177,6 +179,7 @@ class RayClusterOnSpark:
             self.shutdown()
             raise
         self._export_env()
+        self._entry_points = ray_entry_points.install()  # ray.data.from_spark / Dataset.to_spark without RayDP
         assert self._head is not None
         self._head_records = procs.tree(self._head.pid)
         with self._lock:
@@ -440,6 +443,9 @@ class RayClusterOnSpark:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
         if self._saved_env:
             self._restore_env()
+        if self._entry_points:
+            ray_entry_points.uninstall()
+            self._entry_points = False
         with self._lock:
             self._state = ClusterState.STOPPED
         logger.info("Ray cluster %s shut down in %.1fs", self.cluster_id, time.monotonic() - t0)

@@ -47,3 +47,18 @@ def format_bytes(n: int) -> str:
         if abs(n) >= size:
             return f"{n / size:.2f} {unit}"
     return f"{n} B"
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object, *, name: str = "duration", default_unit: str = "s") -> float:
+    """Seconds in a Spark time string (``10min``, ``600s``, ``1h``, ``500ms``) or a number of ``default_unit``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and math.isfinite(value):
+        return float(value) * _DURATION_UNITS[default_unit]
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[(m.group(2) or default_unit).lower()]
+    raise ValueError(f"{name}={value!r} is not a duration; use a Spark time string like '10min', '600s' or '1h'.")

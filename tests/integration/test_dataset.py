@@ -23,6 +23,8 @@ import ray_on_spark  # noqa: E402
 from helpers import to_arrow  # noqa: E402
 from ray_on_spark._ray import block_refs  # noqa: E402
 
+RAYS_FROM_SPARK, RAYS_TO_SPARK = ray.data.from_spark, ray.data.Dataset.to_spark  # as Ray ships them
+
 
 @pytest.fixture(scope="module")
 def spark():
@@ -191,6 +193,20 @@ def test_session_time_zone_and_large_var_types_match_sparks_own_batches(spark, p
     assert table.cast(want.schema).sort_by("ts").equals(want.sort_by("ts"))
 
 
+def test_ray_s_own_from_spark_and_to_spark_run_through_ours_without_raydp(spark):
+    """RayDP's README: ``ray.data.from_spark(df)`` and ``ds.to_spark(spark)`` -- Ray's functions, which import raydp."""
+    import importlib.util
+
+    assert importlib.util.find_spec("raydp") is None  # the test venv has no RayDP: Ray's would raise
+    df = spark.range(0, 10_000, numPartitions=3).selectExpr("id AS a", "CAST(id % 7 AS STRING) AS s")
+    ds = ray.data.from_spark(df, override_num_blocks=4)
+    assert len(block_refs(ds)) == 4 and ds.count() == 10_000 and ds.sum("a") == 9_999 * 10_000 // 2
+    assert len(block_refs(ray.data.from_spark(df, parallelism=5))) == 5  # the older name
+    assert len(block_refs(ray.data.from_spark(df))) == 3  # one block per partition of this size
+    back = ds.to_spark(spark)
+    assert back.count() == 10_000 and back.where("s = '3'").count() == df.where("s = '3'").count()
+
+
 def test_a_type_arrow_cannot_carry_is_refused_naming_the_column(spark):
     df = spark.range(3).selectExpr("id", "make_interval(0, 0, 0, CAST(id AS INT)) AS iv")
     with pytest.raises(TypeError, match=r"column 'iv' has type interval.*cast or drop it first"):
@@ -349,15 +365,18 @@ def test_stop_spark_keeps_data_without_cleanup_and_frees_it_with_cleanup(spark):
     """Last: ends the module's session (cleanup_data=False), then a second one (cleanup_data=True)."""
     # 200k rows: blocks big enough for the object store (tiny objects travel inline, by value)
     kept = ray_on_spark.from_spark(spark.range(200000, numPartitions=2).selectExpr("id AS a"))
-    holder = ray_on_spark.active_spark().holder
     ray_on_spark.stop_spark(cleanup_data=False)
     assert kept.sum("a") == 199999 * 200000 // 2  # RayDP's behaviour: readable after Spark is gone
-    holder.kill()
+    assert ray_on_spark.release_converted_data() == 1
     assert _freed(block_refs(kept))  # its owners are gone: the blocks are freed
+    assert ray_on_spark.release_converted_data() == 0
 
-    spark2 = ray_on_spark.init_spark("ros-dataset-tests-2", 1, 1, "600MB")
+    # RayDP's positional arguments: enable_hive, fault_tolerant_mode
+    spark2 = ray_on_spark.init_spark("ros-dataset-tests-2", 1, 1, "600MB", False, True)
     freed = ray_on_spark.from_spark(spark2.range(200000).selectExpr("id AS a"))
     refs = block_refs(freed)
     assert sum(t.num_rows for t in ray.get(refs)) == 200000
     ray_on_spark.stop_spark(cleanup_data=True)
     assert _freed(refs)
+    # Ray's own functions again: nothing of ours is left in Ray
+    assert ray.data.from_spark is RAYS_FROM_SPARK and ray.data.Dataset.to_spark is RAYS_TO_SPARK

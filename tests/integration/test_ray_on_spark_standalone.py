@@ -307,6 +307,9 @@ def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark,
             from_parquet = ray_on_spark.from_spark(spark.read.parquet(str(tmp_path / "t")))
         assert "columnar source" in caplog.text
         assert from_parquet.sum("a") == 29999 * 30000 // 2
+        # Ray's own entry points (which import raydp, not installed here) go through ours too
+        through_ray = ray.data.from_spark(df, override_num_blocks=2)
+        assert through_ray.count() == 30000 and through_ray.to_spark(spark).count() == 30000
     finally:
         ray_on_spark.shutdown_ray_cluster()
     # A new cluster in the same Spark application: the executors' Python workers that were

@@ -7,6 +7,7 @@ everything is gone.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -170,23 +171,63 @@ def test_bad_input_is_refused_before_anything_starts(local_ray, kwargs, message)
     assert ray_on_spark.active_spark() is None or ray_on_spark.active_spark().plan.app_name != "bad"
 
 
-def test_killing_an_actor_is_a_lost_executor_and_stop_spark_cleans_up(spark, before):
-    """Last in the module: it ends the shared session."""
+def test_a_lost_executor_is_replaced_and_stop_spark_cleans_up(spark, before):
+    """Last in the module: it ends the shared session.
+
+    Killing an executor's actor (as a node loss or ``ray.kill`` does) and SIGKILLing an
+    executor's JVM (as the OOM killer does): each time a new executor actor starts on the
+    same bundle and registers, a job running meanwhile completes through Spark's task
+    retries, and the next job has ``num_executors`` executors again.
+    """
+    import signal
+    import threading
+
     import ray_on_spark
 
     cluster = ray_on_spark.active_spark()
     victim = cluster.actors[0]
     victim_jvms = ray.get(victim.jvm_pids.remote())
     assert len(victim_jvms) == 1  # its executor JVM
+    result = {}
+    job = threading.Thread(target=lambda: result.update(n=spark.range(0, 4_000_000, numPartitions=40)
+                                                        .selectExpr("sum(id % 7) AS s").first()["s"]))
+    job.start()
+    time.sleep(0.5)
+    killed = time.monotonic()
     ray.kill(victim, no_restart=True)
-    deadline = time.monotonic() + 20
-    while cluster.executor_count() != 1:
-        assert time.monotonic() < deadline, "Spark did not see the executor as lost"
+    deadline = time.monotonic() + 60
+    while len(cluster.replacements) < 1:
+        assert time.monotonic() < deadline, "the lost executor was not replaced"
         time.sleep(0.1)
+    kill_to_registered = time.monotonic() - killed
+    job.join(60)
+    assert result.get("n") == sum(i % 7 for i in range(4_000_000))  # the running job completed
+    first = cluster.replacements[0]
+    assert (first.lost_executor, first.new_executor) == (0, 2) and "actor died" in first.reason
+    logging.getLogger(__name__).info("actor killed -> replacement registered: %.1fs (%.1fs after the loss was seen)",
+                                     kill_to_registered, first.seconds)
+    assert cluster.executor_count() == 2 and cluster.actors[0] is not victim
     while [p for p in victim_jvms if _running(p)]:
         assert time.monotonic() < deadline, "the killed actor's Spark JVMs are still running"
         time.sleep(0.1)
-    assert spark.range(1000).count() == 1000  # the other executor still works
+    assert spark.sparkContext.parallelize(range(8), 8).map(lambda x: x).count() == 8
+
+    (jvm,) = ray.get(cluster.actors[1].jvm_pids.remote())
+    killed = time.monotonic()
+    os.kill(jvm, signal.SIGKILL)  # the OOM killer's way: the actor lives, its JVM is gone
+    while len(cluster.replacements) < 2:
+        assert time.monotonic() < deadline + 60, "the executor whose JVM was killed was not replaced"
+        time.sleep(0.1)
+    kill_to_registered = time.monotonic() - killed
+    second = cluster.replacements[1]
+    assert (second.lost_executor, second.new_executor) == (1, 3) and "JVM exited" in second.reason
+    logging.getLogger(__name__).info("JVM killed -> replacement registered: %.1fs (%.1fs after the loss was seen)",
+                                     kill_to_registered, second.seconds)
+    poll_deadline = time.monotonic() + 20
+    while cluster.executor_count() != 2:
+        assert time.monotonic() < poll_deadline
+        time.sleep(0.1)
+    assert spark.range(1000).count() == 1000 and cluster.executor_failure is None
 
     ray_on_spark.stop_spark()
     assert ray_on_spark.active_spark() is None

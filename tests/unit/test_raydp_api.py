@@ -1,0 +1,144 @@
+"""RayDP 1.6's public API, as its users call it: init_spark's arguments in order, from_spark's block count."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import ray_on_spark
+from ray_on_spark.data.api import num_blocks_wanted
+
+#: raydp.init_spark in RayDP 1.6.5 (python/raydp/context.py), name and default, in order.
+RAYDP_INIT_SPARK = [
+    ("app_name", inspect.Parameter.empty), ("num_executors", inspect.Parameter.empty),
+    ("executor_cores", inspect.Parameter.empty), ("executor_memory", inspect.Parameter.empty),
+    ("enable_hive", False), ("fault_tolerant_mode", True), ("placement_group_strategy", None),
+    ("placement_group", None), ("placement_group_bundle_indexes", None), ("configs", None),
+]
+
+
+def test_init_spark_takes_raydp_s_arguments_in_raydp_s_order_with_its_defaults():
+    params = inspect.signature(ray_on_spark.init_spark).parameters.values()
+    assert [(p.name, p.default) for p in params] == RAYDP_INIT_SPARK
+    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+
+
+def test_stop_spark_takes_cleanup_data_as_raydp_does():
+    (param,) = inspect.signature(ray_on_spark.stop_spark).parameters.values()
+    assert (param.name, param.default) == ("cleanup_data", True)
+
+
+def test_init_spark_refuses_a_fault_tolerant_mode_that_is_not_a_bool_before_starting_anything():
+    with pytest.raises(TypeError, match=r"fault_tolerant_mode='yes' must be True or False"):
+        ray_on_spark.init_spark("x", 1, 1, "1GB", False, "yes")
+
+
+@pytest.mark.parametrize("parallelism, override, expected", [
+    (None, None, None), (4, None, 4), (None, 8, 8), (3, 3, 3),
+])
+def test_the_block_count_comes_from_override_num_blocks_or_its_older_name(parallelism, override, expected):
+    assert num_blocks_wanted(parallelism, override) == expected
+
+
+@pytest.mark.parametrize("parallelism, override, message", [
+    (0, None, r"parallelism=0 must be a whole number of blocks >= 1"),
+    (None, -1, r"override_num_blocks=-1 must be"),
+    (None, 2.5, r"override_num_blocks=2.5 must be"),
+    (2, 3, r"parallelism=2 and override_num_blocks=3 disagree"),
+])
+def test_a_bad_block_count_is_refused_naming_the_argument(parallelism, override, message):
+    with pytest.raises(ValueError, match=message):
+        num_blocks_wanted(parallelism, override)
+
+
+# ---------------------------------------------------------------- lost executors: how many are replaced
+from ray_on_spark.on_ray.plan import RestartPolicy, plan_executors  # noqa: E402
+from ray_on_spark.runtime.units import parse_duration  # noqa: E402
+
+
+@pytest.mark.parametrize("text, seconds", [("10min", 600), ("600s", 600), ("1h", 3600), ("500ms", 0.5), ("90", 90),
+                                           (45, 45), ("2 m", 120)])
+def test_spark_time_strings_are_read_as_seconds(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "-1s", "10 parsecs", None, True])
+def test_an_unreadable_duration_is_refused_naming_it(text):
+    with pytest.raises(ValueError, match=r"is not a duration; use a Spark time string like '10min'"):
+        parse_duration(text, name="x")
+
+
+def test_sparks_default_replaces_twice_the_executors_or_three_within_ten_minutes():
+    assert plan_executors("a", 1, 1, "1g").restarts == RestartPolicy(3, 600.0)
+    assert plan_executors("a", 4, 1, "1g").restarts == RestartPolicy(8, 600.0)
+
+
+def test_sparks_own_confs_set_the_replacement_budget():
+    plan = plan_executors("a", 2, 1, "1g", {"spark.executor.maxNumFailures": "2",
+                                            "spark.executor.failuresValidityInterval": "1min"})
+    assert plan.restarts == RestartPolicy(2, 60.0)
+
+
+@pytest.mark.parametrize("earlier, now, allowed", [
+    ([], 0.0, True), ([0.0], 10.0, True), ([0.0, 10.0], 30.0, False), ([0.0, 10.0], 65.0, True),
+])
+def test_failures_older_than_the_window_no_longer_count(earlier, now, allowed):
+    assert RestartPolicy(2, 60.0).allows(earlier, now) is allowed
+
+
+def test_zero_max_failures_never_replaces():
+    assert not plan_executors("a", 2, 1, "1g", {"spark.executor.maxNumFailures": "0"}).restarts.allows([], 0.0)
+
+
+@pytest.mark.parametrize("configs, message", [
+    ({"spark.executor.maxNumFailures": "many"}, r"maxNumFailures'\]='many' must be a whole number >= 0"),
+    ({"spark.executor.maxNumFailures": "-2"}, r"must be a whole number >= 0"),
+    ({"spark.executor.failuresValidityInterval": "often"}, r"failuresValidityInterval'\]='often' is not a duration"),
+    ({"spark.executor.failuresValidityInterval": "0s"}, r"must be longer than 0"),
+])
+def test_a_bad_replacement_conf_is_refused_before_anything_starts(configs, message):
+    with pytest.raises(ValueError, match=message):
+        plan_executors("a", 2, 1, "1g", configs)
+
+
+# ---------------------------------------------------------------- what each executor's actor reserves
+from ray_on_spark.on_ray.plan import ActorResources  # noqa: E402
+
+
+def test_raydp_actor_resource_confs_and_spark_gpu_amount_make_the_bundle():
+    plan = plan_executors("a", 2, 2, "1g", {
+        "spark.ray.raydp_spark_executor.actor.resource.cpu": "0.5",
+        "spark.ray.raydp_spark_executor.actor.resource.accel": "2",
+        "spark.ray.actor.resource.fpga": "1",  # RayDP's older spelling
+        "spark.executor.resource.gpu.amount": "1"})
+    assert plan.actor == ActorResources(0.5, 1, {"accel": 2.0, "fpga": 1.0})
+    assert plan.bundle() == {"CPU": 0.5, "GPU": 1.0, "memory": float(2**30), "accel": 2.0, "fpga": 1.0}
+
+
+def test_without_resource_confs_an_actor_reserves_its_cores_and_heap():
+    assert plan_executors("a", 2, 2, "1g").bundle() == {"CPU": 2.0, "memory": float(2**30)}
+
+
+@pytest.mark.parametrize("configs, message", [
+    ({"spark.ray.raydp_spark_master.actor.resource.cpu": "1"}, r"is a RayDP setting that ray_on_spark does not implement"),
+    ({"spark.ray.preferClassPath": "true"}, r"'spark.ray.preferClassPath'\] is a RayDP setting"),
+    ({"spark.ray.raydp_spark_executor.actor.resource.cpu": "0"}, r"must be a number > 0"),
+    ({"spark.ray.raydp_spark_executor.actor.resource.GPU": "1"}, r"use spark.executor.resource.gpu.amount for GPUs"),
+    ({"spark.executor.resource.gpu.amount": "0.5"}, r"must be a whole number of GPUs >= 1"),
+])
+def test_resource_confs_we_cannot_honour_are_refused_by_name(configs, message):
+    with pytest.raises(ValueError, match=message):
+        plan_executors("a", 2, 1, "1g", configs)
+
+
+def test_a_cluster_without_the_gpus_or_resources_asked_for_is_refused_before_start():
+    from ray_on_spark.on_ray.plan import check_fits
+
+    plan = plan_executors("a", 2, 1, "1g", {"spark.executor.resource.gpu.amount": "1",
+                                            "spark.ray.raydp_spark_executor.actor.resource.accel": "1"})
+    with pytest.raises(ValueError, match=r"= 2 GPU, but this Ray cluster has 1 GPU in all"):
+        check_fits(plan, {"CPU": 4, "GPU": 1, "accel": 2, "memory": 8 * 2**30}, [4])
+    with pytest.raises(ValueError, match=r"actor.resource.accel=1 = 2 accel, but this Ray cluster has 0 accel"):
+        check_fits(plan, {"CPU": 4, "GPU": 2, "memory": 8 * 2**30}, [4])
+    check_fits(plan, {"CPU": 4, "GPU": 2, "accel": 2, "memory": 8 * 2**30}, [4])
