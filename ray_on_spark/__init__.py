@@ -17,7 +17,7 @@ between them, and a shared runtime beneath; neither direction imports the other.
                      guards where pyspark 3.5 and 4.x differ
 * ``spark_version`` -- the pyspark versions that work (>=3.5,<5), checked on import
 * ``_ray``        -- the one seam to Ray's internals (GCS client, token environment, Ray Data internals)
-* ``cli``         -- ``python -m ray_on_spark`` / ``ray-on-spark``: start, status, check
+* ``cli``         -- ``python -m ray_on_spark`` / ``ray-on-spark``: start, status, check, submit
 * ``check``       -- check_distribution(): does every node run work?
 * ``demo``        -- ``python -m ray_on_spark.demo``
 * ``__main__``    -- runs ``cli``

@@ -6,6 +6,9 @@
 * ``status`` -- the global cluster of this user and host (or ``--address``): its nodes, their
   Spark partitions and hosts, resources used and free, the Spark job group, uptime.
 * ``check``  -- the distribution check: does every node run work?
+* ``submit`` -- Spark on Ray: run a PySpark file (or a jar's ``--class``) as a Spark application
+  whose executors live in Ray actors, as ``raydp-submit`` does; its exit status is the app's
+  (:mod:`ray_on_spark.on_ray.submit`).
 
 Exit codes: 0 done; 1 the cluster or a connection failed; 2 a usage mistake (a bad flag or
 value). Errors go to stderr as one line, with no traceback, for mistakes a user can fix.
@@ -115,6 +118,21 @@ def parser() -> argparse.ArgumentParser:
                                        "where; exit 1 when a node was left out.")
     _connection_flags(check)
     check.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+
+    submit = sub.add_parser(
+        "submit", help="run a Spark application whose executors live in Ray (as raydp-submit)",
+        description="Connect to Ray, start a Spark-on-Ray session with these executors, run the application "
+                    "(a PySpark file, or a jar's --class) as its driver, stop. Exit status: the application's.")
+    submit.add_argument("--ray-address", help="the Ray cluster's address (default: RAY_ADDRESS, else a local Ray)")
+    submit.add_argument("--num-executors", type=int, default=1, metavar="N")
+    submit.add_argument("--executor-cores", type=int, default=1, metavar="N")
+    submit.add_argument("--executor-memory", default="1g", metavar="SIZE")
+    submit.add_argument("--name", help="the application's name (default: the file's)")
+    submit.add_argument("--class", dest="main_class", metavar="CLASS", help="the main class of a jar application")
+    submit.add_argument("--conf", type=_conf, action="append", default=[], metavar="spark.KEY=VALUE",
+                        help="a Spark conf of the session (repeatable)")
+    submit.add_argument("app", metavar="APP", help="a PySpark .py file, or a .jar with --class")
+    submit.add_argument("app_args", nargs=argparse.REMAINDER, metavar="ARGS", help="the application's arguments")
     return p
 
 
@@ -267,7 +285,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-COMMANDS = {"start": cmd_start, "status": cmd_status, "check": cmd_check}
+def cmd_submit(args: argparse.Namespace) -> int:
+    from ray_on_spark.on_ray import submit
+
+    logging.getLogger("ray_on_spark").setLevel(logging.INFO)  # the session's start and stop, as spark-submit says
+    return submit.run(submit.Submission(
+        app=args.app, app_args=list(args.app_args), main_class=args.main_class, name=args.name,
+        num_executors=args.num_executors, executor_cores=args.executor_cores, executor_memory=args.executor_memory,
+        confs={k: v for k, v in args.conf}, ray_address=args.ray_address))
+
+
+COMMANDS = {"start": cmd_start, "status": cmd_status, "check": cmd_check, "submit": cmd_submit}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -354,6 +354,35 @@ def add_jar(sc: "SparkContext", path: str) -> None:
     sc._jsc.addJar(path)
 
 
+def run_java_main(sc: "SparkContext", jar: str, main_class: str, args: Sequence[str]) -> None:
+    """``main_class.main(args)`` from ``jar``, in the driver's JVM (its SparkSession is the active one).
+
+    The jar gets a class loader of its own whose parent is the one that loaded Spark, so the
+    application's classes see Spark's; the call's exception (the application's) is raised.
+    """
+    jvm, gateway = sc._jvm, sc._gateway
+    urls = gateway.new_array(jvm.java.net.URL, 1)
+    urls[0] = jvm.java.io.File(jar).toURI().toURL()
+    parent = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+    loader = jvm.java.net.URLClassLoader(urls, parent)
+    cls = jvm.java.lang.Class.forName(main_class, True, loader)
+    string_array = jvm.java.lang.Class.forName("[Ljava.lang.String;")
+    types = gateway.new_array(jvm.java.lang.Class, 1)
+    types[0] = string_array
+    method = cls.getMethod("main", types)
+    jargs = gateway.new_array(jvm.java.lang.String, len(args))
+    for i, a in enumerate(args):
+        jargs[i] = a
+    call = gateway.new_array(jvm.java.lang.Object, 1)
+    call[0] = jargs
+    saved = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+    jvm.java.lang.Thread.currentThread().setContextClassLoader(loader)
+    try:
+        method.invoke(None, call)
+    finally:
+        jvm.java.lang.Thread.currentThread().setContextClassLoader(saved)
+
+
 def new_java_instance(sc: "SparkContext", cls: JavaObject, args: Sequence[object]) -> JavaObject:
     """``new cls(args...)`` for a class loaded by :func:`compile_java`'s loader (one public constructor)."""
     array = sc._gateway.new_array(sc._jvm.java.lang.Object, len(args))

@@ -11,8 +11,9 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
+from ray_on_spark import _ray
 from ray_on_spark.errors import ClusterAlreadyRunningError
-from ray_on_spark.on_ray.plan import check_fits, plan_executors
+from ray_on_spark.on_ray.plan import check_fits, check_reserve_timeout, plan_executors
 from ray_on_spark.on_ray.session import SparkOnRay
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,6 +39,8 @@ def init_spark(
     placement_group: Optional["PlacementGroup"] = None,
     placement_group_bundle_indexes: Optional[Sequence[int]] = None,
     configs: Optional[Mapping[str, object]] = None,
+    *,
+    reserve_timeout_s: float = 30.0,
 ) -> "SparkSession":
     """Start a SparkSession whose executors live in Ray actors (RayDP's ``init_spark`` arguments).
 
@@ -49,7 +52,13 @@ def init_spark(
     data is owned by an actor that outlives the executors, so a Dataset survives an executor's
     loss) is accepted and changes nothing here: converted blocks are always owned by the
     data holder's block owners, never by executors (:mod:`ray_on_spark.data.holders`).
+
+    ``reserve_timeout_s`` (ours, keyword only): how long to wait for Ray to place every executor's
+    bundle when it lacks room now (other actors hold it; an autoscaler may add nodes), logging
+    what it waits for; then a clear error.  With an autoscaler, a request larger than the
+    cluster's present size is not refused but waited for.
     """
+    reserve_timeout = check_reserve_timeout(reserve_timeout_s)
     if not isinstance(fault_tolerant_mode, bool):
         raise TypeError(f"fault_tolerant_mode={fault_tolerant_mode!r} must be True or False (RayDP's default: True)")
     global _ACTIVE
@@ -63,7 +72,8 @@ def init_spark(
         if not ray.is_initialized():
             ray.init(log_to_driver=False)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        check_fits(plan, ray.cluster_resources(), [n["Resources"].get("CPU", 0.0) for n in nodes])
+        check_fits(plan, ray.cluster_resources(), [n["Resources"].get("CPU", 0.0) for n in nodes],
+                   may_grow=_ray.autoscaler_running())
         if placement_group is not None and max(plan.bundle_indexes or [0]) >= placement_group.bundle_count:
             raise ValueError(
                 f"placement_group_bundle_indexes={plan.bundle_indexes} name bundles the placement group does not "
@@ -74,7 +84,7 @@ def init_spark(
                 f"a Spark-on-Ray session ({_ACTIVE.plan.app_name!r}) is already running; call "
                 "ray_on_spark.stop_spark() first."
             )
-        cluster = SparkOnRay(plan, placement_group)
+        cluster = SparkOnRay(plan, placement_group, reserve_timeout=reserve_timeout)
         try:
             spark = cluster.start()
         except BaseException:

@@ -299,8 +299,23 @@ def plan_executors(
     )
 
 
-def check_fits(plan: ExecutorPlan, total: Mapping[str, float], per_node_cpus: Sequence[float]) -> None:
-    """Refuse a plan the Ray cluster can never hold (what it could hold *now* is Ray's to say)."""
+def check_reserve_timeout(value: object) -> float:
+    """``reserve_timeout_s``: how long init_spark waits for Ray to place the executors (seconds > 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"reserve_timeout_s={value!r} must be a number of seconds > 0, e.g. reserve_timeout_s=300 "
+                         f"(how long init_spark waits for Ray, or its autoscaler, to make room).")
+    return float(value)
+
+
+def check_fits(plan: ExecutorPlan, total: Mapping[str, float], per_node_cpus: Sequence[float],
+               may_grow: bool = False) -> None:
+    """Refuse a plan the Ray cluster can never hold (what it could hold *now* is Ray's to say).
+
+    ``may_grow``: an autoscaler serves the cluster, which may add nodes: nothing is refused
+    for the cluster's present size; init_spark waits for room instead.
+    """
+    if may_grow:
+        return
     each_cpus = plan.actor.cpus
     what = (f"executor_cores={plan.executor_cores}" if each_cpus == plan.executor_cores
             else f"{ACTOR_RESOURCE_PREFIXES[0]}cpu={each_cpus:g}")

@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 #: Heap of the standalone Master JVM (Spark's daemon default is 1g; it only keeps the app's registration).
 MASTER_MEMORY = "256m"
 MASTER_READY = "I have been elected leader"
+#: How often init_spark logs that it still waits for Ray to place the executors.
+_RESERVE_LOG_EVERY = 10.0
 _MASTER_URL = re.compile(r"Starting Spark master at (spark://\S+)")
 
 
@@ -60,9 +62,10 @@ class SparkOnRay:
     """Owns one Spark-on-Ray cluster: master, placement group, actors, SparkSession, data holder."""
 
     def __init__(self, plan: ExecutorPlan, placement_group: Optional["PlacementGroup"] = None,
-                 start_timeout: float = 90.0):
+                 start_timeout: float = 90.0, reserve_timeout: float = 30.0):
         self.plan = plan
         self.start_timeout = start_timeout
+        self.reserve_timeout = reserve_timeout
         self._user_pg = placement_group
         self.pg = placement_group
         self.actors: List["ActorHandle"] = []
@@ -269,24 +272,45 @@ class SparkOnRay:
         return m.group(1)
 
     def _reserve(self) -> None:
-        """Gang-reserve every executor's CPUs and memory, or fail saying what Ray lacks."""
+        """Gang-reserve every executor's bundle; wait up to ``reserve_timeout`` for room, saying what for.
+
+        Ray places a placement group when it has room for all of it: other actors may be
+        holding that room now, or an autoscaler may be adding nodes.  Every
+        ``_RESERVE_LOG_EVERY`` seconds the wait is logged with what Ray has free; at the
+        deadline the group is removed and a clear error says what Ray lacked.
+        """
         import ray
         from ray.util.placement_group import placement_group, remove_placement_group
 
         if self.pg is None:
             self.pg = placement_group(self.plan.bundles(), strategy=self.plan.strategy, name=f"ros-spark-{self.plan.app_name}")
-        try:
-            ray.get(self.pg.ready(), timeout=min(30.0, self.start_timeout))
-        except ray.exceptions.GetTimeoutError:
+        ready = self.pg.ready()
+        t0 = time.monotonic()
+        while True:
+            left = self.reserve_timeout - (time.monotonic() - t0)
+            try:
+                ray.get(ready, timeout=max(0.0, min(_RESERVE_LOG_EVERY, left)))
+                if time.monotonic() - t0 >= _RESERVE_LOG_EVERY:
+                    logger.info("init_spark: Ray placed the executors after %.0fs", time.monotonic() - t0)
+                return
+            except ray.exceptions.GetTimeoutError:
+                pass
             avail = ray.available_resources()
+            if time.monotonic() - t0 < self.reserve_timeout:
+                logger.info("init_spark waits for Ray to place %d executors x %s (free now: CPU=%g, memory=%.0f MiB); "
+                            "%.0fs so far, gives up after reserve_timeout_s=%.0f", self.plan.num_executors,
+                            self.plan.bundle(), avail.get("CPU", 0), avail.get("memory", 0) / 2**20,
+                            time.monotonic() - t0, self.reserve_timeout)
+                continue
             if self._user_pg is None:
                 remove_placement_group(self.pg)
             self.pg = None
             raise SparkOnRayStartError(
-                f"Ray could not reserve {self.plan.num_executors} executors x ({self.plan.executor_cores} CPU, "
-                f"{self.plan.executor_memory_mib} MiB) within 30s: available now CPU={avail.get('CPU', 0):g}, "
+                f"Ray could not reserve {self.plan.num_executors} executors x {self.plan.bundle()} within "
+                f"{self.reserve_timeout:.0f}s: available now CPU={avail.get('CPU', 0):g}, "
                 f"memory={avail.get('memory', 0) / 2**20:.0f} MiB. Free resources in Ray (other actors or "
-                "placement groups hold them) or ask for fewer/smaller executors."
+                "placement groups hold them), ask for fewer/smaller executors, or wait longer "
+                "(init_spark(..., reserve_timeout_s=600) while an autoscaler adds nodes)."
             ) from None
 
     def _session(self, host: str) -> "SparkSession":

@@ -19,9 +19,29 @@ RAYDP_INIT_SPARK = [
 
 
 def test_init_spark_takes_raydp_s_arguments_in_raydp_s_order_with_its_defaults():
-    params = inspect.signature(ray_on_spark.init_spark).parameters.values()
-    assert [(p.name, p.default) for p in params] == RAYDP_INIT_SPARK
-    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+    params = list(inspect.signature(ray_on_spark.init_spark).parameters.values())
+    positional = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert [(p.name, p.default) for p in positional] == RAYDP_INIT_SPARK
+    # ours come after RayDP's, keyword only, so no RayDP call can reach them by position
+    assert [p.name for p in params[len(positional):]] == ["reserve_timeout_s"]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[len(positional):])
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon", True, None])
+def test_a_bad_reserve_timeout_is_refused_naming_it(value):
+    from ray_on_spark.on_ray.plan import check_reserve_timeout
+
+    with pytest.raises(ValueError, match=r"reserve_timeout_s=.* must be a number of seconds > 0"):
+        check_reserve_timeout(value)
+
+
+def test_with_an_autoscaler_a_request_beyond_the_clusters_size_is_waited_for_not_refused():
+    from ray_on_spark.on_ray.plan import check_fits
+
+    plan = plan_executors("a", 4, 2, "1g")
+    with pytest.raises(ValueError, match=r"= 8 CPUs, but this Ray cluster has 2 CPUs in all"):
+        check_fits(plan, {"CPU": 2, "memory": 2**30}, [2])
+    check_fits(plan, {"CPU": 2, "memory": 2**30}, [2], may_grow=True)
 
 
 def test_stop_spark_takes_cleanup_data_as_raydp_does():
@@ -142,3 +162,27 @@ def test_a_cluster_without_the_gpus_or_resources_asked_for_is_refused_before_sta
     with pytest.raises(ValueError, match=r"actor.resource.accel=1 = 2 accel, but this Ray cluster has 0 accel"):
         check_fits(plan, {"CPU": 4, "GPU": 2, "memory": 8 * 2**30}, [4])
     check_fits(plan, {"CPU": 4, "GPU": 2, "accel": 2, "memory": 8 * 2**30}, [4])
+
+
+# ---------------------------------------------------------------- submit: what it accepts before connecting
+from ray_on_spark.on_ray.submit import Submission, check_submission  # noqa: E402
+
+
+def test_a_pyspark_file_is_accepted_with_an_absolute_path_and_its_name(tmp_path, monkeypatch):
+    (tmp_path / "etl_job.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    sub = check_submission(Submission("etl_job.py", ["a", "--b"]))
+    assert sub.app == str(tmp_path / "etl_job.py") and sub.app_args == ["a", "--b"] and sub.app_name == "etl_job"
+
+
+@pytest.mark.parametrize("name, main_class, message", [
+    ("missing.py", None, r"is not a file"),
+    ("app.jar", None, r"is a jar: name its main class with --class"),
+    ("app.py", "com.example.Main", r"--class com.example.Main is for a jar"),
+    ("app.sh", None, r"is neither a .py file nor a .jar"),
+])
+def test_a_submission_that_cannot_run_is_refused_naming_what_works(tmp_path, name, main_class, message):
+    for existing in ("app.jar", "app.py", "app.sh"):
+        (tmp_path / existing).write_text("")
+    with pytest.raises(ValueError, match=message):
+        check_submission(Submission(str(tmp_path / name), main_class=main_class))
