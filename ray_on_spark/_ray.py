@@ -178,21 +178,6 @@ def list_nodes(client: Any, timeout: float = 2.0) -> List[NodeView]:
     return out
 
 
-def autoscaler_running() -> bool:
-    """Whether an autoscaler serves the connected Ray cluster (its monitor publishes a status in the GCS).
-
-    With one, a cluster smaller than a request may grow: callers wait instead of refusing.
-    """
-    try:
-        from ray._private import ray_constants
-        from ray.experimental.internal_kv import _internal_kv_get
-
-        return bool(_internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS))
-    except Exception as e:  # another Ray's internals: assume a fixed cluster (refusing is the safe side)
-        logger.debug("autoscaler status unreadable: %s", e)
-        return False
-
-
 def available_resources_per_node() -> Dict[str, Dict[str, float]]:
     """Free resources of every alive node, by node id (needs ``ray.init()``; may lag a moment behind)."""
     from ray._private.state import available_resources_per_node as per_node

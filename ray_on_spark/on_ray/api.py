@@ -11,7 +11,6 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
-from ray_on_spark import _ray
 from ray_on_spark.errors import ClusterAlreadyRunningError
 from ray_on_spark.on_ray.plan import check_fits, check_reserve_timeout, plan_executors
 from ray_on_spark.on_ray.session import SparkOnRay
@@ -40,7 +39,7 @@ def init_spark(
     placement_group_bundle_indexes: Optional[Sequence[int]] = None,
     configs: Optional[Mapping[str, object]] = None,
     *,
-    reserve_timeout_s: float = 30.0,
+    reserve_timeout_s: Optional[float] = None,
 ) -> "SparkSession":
     """Start a SparkSession whose executors live in Ray actors (RayDP's ``init_spark`` arguments).
 
@@ -54,9 +53,10 @@ def init_spark(
     data holder's block owners, never by executors (:mod:`ray_on_spark.data.holders`).
 
     ``reserve_timeout_s`` (ours, keyword only): how long to wait for Ray to place every executor's
-    bundle when it lacks room now (other actors hold it; an autoscaler may add nodes), logging
-    what it waits for; then a clear error.  With an autoscaler, a request larger than the
-    cluster's present size is not refused but waited for.
+    bundle when it lacks room now (other actors hold it), logging what it waits for; then a
+    clear error.  Default 30 s, and a request larger than the whole Ray cluster is refused at
+    once.  Given explicitly, the cluster is taken to be able to grow (an autoscaler adds nodes):
+    such a request is waited for, up to that long, instead of refused.
     """
     reserve_timeout = check_reserve_timeout(reserve_timeout_s)
     if not isinstance(fault_tolerant_mode, bool):
@@ -73,7 +73,7 @@ def init_spark(
             ray.init(log_to_driver=False)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         check_fits(plan, ray.cluster_resources(), [n["Resources"].get("CPU", 0.0) for n in nodes],
-                   may_grow=_ray.autoscaler_running())
+                   may_grow=reserve_timeout_s is not None)
         if placement_group is not None and max(plan.bundle_indexes or [0]) >= placement_group.bundle_count:
             raise ValueError(
                 f"placement_group_bundle_indexes={plan.bundle_indexes} name bundles the placement group does not "

@@ -299,8 +299,14 @@ def plan_executors(
     )
 
 
+#: How long init_spark waits for Ray to place the executors when the user does not say.
+DEFAULT_RESERVE_TIMEOUT_S = 30.0
+
+
 def check_reserve_timeout(value: object) -> float:
-    """``reserve_timeout_s``: how long init_spark waits for Ray to place the executors (seconds > 0)."""
+    """``reserve_timeout_s``: how long init_spark waits for Ray to place the executors (seconds > 0; None: 30)."""
+    if value is None:
+        return DEFAULT_RESERVE_TIMEOUT_S
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"reserve_timeout_s={value!r} must be a number of seconds > 0, e.g. reserve_timeout_s=300 "
                          f"(how long init_spark waits for Ray, or its autoscaler, to make room).")
@@ -311,8 +317,8 @@ def check_fits(plan: ExecutorPlan, total: Mapping[str, float], per_node_cpus: Se
                may_grow: bool = False) -> None:
     """Refuse a plan the Ray cluster can never hold (what it could hold *now* is Ray's to say).
 
-    ``may_grow``: an autoscaler serves the cluster, which may add nodes: nothing is refused
-    for the cluster's present size; init_spark waits for room instead.
+    ``may_grow``: the user said how long to wait (``reserve_timeout_s``), taking the cluster to be
+    able to grow (an autoscaler adds nodes): nothing is refused for its present size.
     """
     if may_grow:
         return

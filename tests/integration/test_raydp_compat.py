@@ -231,3 +231,73 @@ def test_submit_refuses_a_jar_without_its_class_before_connecting(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "is a jar: name its main class with --class" in done.stderr, done.stderr
     assert time.monotonic() - t0 < 20  # refused before Ray: the address given does not exist
+
+
+def _worker_node(address: str, env: dict, tmp, name: str) -> "tuple[subprocess.Popen, str]":
+    """A second Ray node on this host (``ray start --address``, 1 CPU), under the supervisor; and its temp dir."""
+    temp = tempfile.mkdtemp(prefix=f"rosw{name}-")
+    node = subprocess.Popen(
+        [sys.executable, "-m", "ray_on_spark.runtime.supervisor", "--log", str(tmp / f"worker-{name}.log"), "--",
+         sys.executable, "-m", "ray.scripts.scripts", "start", "--block", f"--address={address}", "--num-cpus=1",
+         f"--temp-dir={temp}", "--object-store-memory=100000000", "--min-worker-port=0", "--max-worker-port=0"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True, env=env,
+    )
+    assert node.stdout.readline().strip() == "READY", (tmp / f"worker-{name}.log").read_text()[-3000:]
+    return node, temp
+
+
+def test_an_executor_whose_raylet_dies_is_replaced_once_ray_has_room_again(shared_ray):
+    """SIGKILL the raylet of the node an executor runs on: Spark loses the executor, Ray places its
+    bundle again on the next node that joins (STRICT_SPREAD: not beside the other executor), and the
+    replacement registers; a job then runs on two executors again."""
+    import shutil
+
+    import psutil
+
+    address, env, tmp = shared_ray
+    first, first_temp = _worker_node(address, env, tmp, "1")
+    flag, go = tmp / "up", tmp / "go"
+    driver = subprocess.Popen([sys.executable, "-c", _driver(address, f"""
+import os, time
+spark = ray_on_spark.init_spark("raylet-loss", 2, 1, "600MB", placement_group_strategy="STRICT_SPREAD")
+session = ray_on_spark.active_spark()
+open({str(flag)!r}, "w").close()
+while not os.path.exists({str(go)!r}):
+    time.sleep(0.1)
+deadline = time.monotonic() + 120
+while not session.replacements and time.monotonic() < deadline:
+    time.sleep(0.2)
+r = session.replacements[0]
+print("REPLACED", r.lost_executor, r.new_executor, round(r.seconds, 1), "|", r.reason, flush=True)
+print("EXECUTORS", session.executor_count(), "COUNT", spark.range(0, 1000, numPartitions=8).count(), flush=True)
+ray_on_spark.stop_spark()
+""")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp), env=env)
+    second = second_temp = None
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists():
+            assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()[1][-3000:]
+            time.sleep(0.2)
+        raylet = next(p for p in psutil.Process(first.pid).children(recursive=True) if p.name() == "raylet")
+        killed = time.monotonic()
+        raylet.kill()
+        first.wait(60)  # ray start --block ends with its raylet; the supervisor takes the rest
+        second, second_temp = _worker_node(address, env, tmp, "2")  # room for the lost bundle again
+        go.touch()
+        out, err = driver.communicate(timeout=240)
+        took = time.monotonic() - killed
+        assert driver.returncode == 0, err[-3000:]
+        assert "EXECUTORS 2 COUNT 1000" in out, out + err[-2000:]
+        replaced = next(ln for ln in out.splitlines() if ln.startswith("REPLACED"))
+        logging.getLogger(__name__).info("raylet killed -> a new node joined -> %s (%.1fs from the kill to the end)",
+                                         replaced, took)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for node in (first, second):
+            if node is not None and node.poll() is None:
+                node.terminate()
+                node.wait(60)
+        for temp in (first_temp, second_temp):
+            if temp:
+                shutil.rmtree(temp, ignore_errors=True)

@@ -27,7 +27,7 @@ def test_init_spark_takes_raydp_s_arguments_in_raydp_s_order_with_its_defaults()
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[len(positional):])
 
 
-@pytest.mark.parametrize("value", [0, -1, "soon", True, None])
+@pytest.mark.parametrize("value", [0, -1, "soon", True])
 def test_a_bad_reserve_timeout_is_refused_naming_it(value):
     from ray_on_spark.on_ray.plan import check_reserve_timeout
 
@@ -35,7 +35,13 @@ def test_a_bad_reserve_timeout_is_refused_naming_it(value):
         check_reserve_timeout(value)
 
 
-def test_with_an_autoscaler_a_request_beyond_the_clusters_size_is_waited_for_not_refused():
+def test_the_default_reserve_timeout_is_thirty_seconds():
+    from ray_on_spark.on_ray.plan import check_reserve_timeout
+
+    assert check_reserve_timeout(None) == 30.0 and check_reserve_timeout(600) == 600.0
+
+
+def test_a_request_beyond_the_clusters_size_is_waited_for_when_the_cluster_may_grow():
     from ray_on_spark.on_ray.plan import check_fits
 
     plan = plan_executors("a", 4, 2, "1g")
