@@ -63,6 +63,7 @@ def _run(script: str, env: dict, cwd, timeout: float = 240) -> str:
     return out.stdout
 
 
+@pytest.mark.any_spark  # Ray-level: a driver inside an actor
 def test_init_spark_inside_a_ray_actor_runs_jobs_and_stops(shared_ray):
     address, env, tmp = shared_ray
     jvms = spark_jvms()
@@ -104,6 +105,7 @@ ray_on_spark.stop_spark()
         assert p.returncode == 0 and "COUNT 10" in out, err[-3000:]
 
 
+@pytest.mark.any_spark  # Ray-level: placement groups
 def test_a_users_placement_group_with_and_without_bundle_indexes_is_used_and_left_to_its_owner(shared_ray):
     address, env, tmp = shared_ray
     out = _run(_driver(address, """
@@ -246,6 +248,7 @@ def _worker_node(address: str, env: dict, tmp, name: str) -> "tuple[subprocess.P
     return node, temp
 
 
+@pytest.mark.any_spark  # Ray-level: node loss; the actor-kill and JVM-kill replacements run on both
 def test_an_executor_whose_raylet_dies_is_replaced_once_ray_has_room_again(shared_ray):
     """SIGKILL the raylet of the node an executor runs on: Spark loses the executor, Ray places its
     bundle again on the next node that joins (STRICT_SPREAD: not beside the other executor), and the
