@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
-from typing import Iterable, Set, Tuple
+from typing import Dict, Iterable, Iterator, Set, Tuple
 
 import psutil
 
@@ -83,3 +90,30 @@ def spark_jvms() -> Set[Tuple[int, float]]:
         except psutil.Error:
             continue
     return found
+
+
+@contextlib.contextmanager
+def ray_start_head(log_dir, num_cpus: int, prefix: str = "rost-") -> Iterator[Tuple[str, Dict[str, str]]]:
+    """A ``ray start --head`` cluster under our supervisor, with Ray's token auth on, as separate drivers find it.
+
+    Yields its address and the environment a driver needs (the token); stops it and removes its temp dir.
+    """
+    from ray_on_spark.runtime.ports import free_ports
+
+    (port,) = free_ports(1)
+    temp = tempfile.mkdtemp(prefix=prefix)  # short: Ray's socket paths must fit in 107 bytes
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
+    log = os.path.join(str(log_dir), "head.log")
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray_on_spark.runtime.supervisor", "--log", log, "--",
+         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
+         f"--num-cpus={num_cpus}", "--include-dashboard=false", f"--temp-dir={temp}", "--object-store-memory=300000000"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True, env=env,
+    )
+    try:
+        assert head.stdout.readline().strip() == "READY", open(log).read()[-3000:]
+        yield f"127.0.0.1:{port}", env
+    finally:
+        head.terminate()
+        head.wait(60)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
-import shutil
 import sys
 import tempfile
 import time
@@ -18,7 +16,7 @@ import time
 import psutil
 import pytest
 
-from helpers import spark_jvms
+from helpers import ray_start_head, spark_jvms
 
 ray = pytest.importorskip("ray")
 
@@ -242,23 +240,11 @@ def test_init_spark_against_an_existing_ray_cluster_address(tmp_path):
     """Separate drivers connect to a Ray head started with ``ray start`` (given by address)."""
     import subprocess
 
-    from ray_on_spark.runtime.ports import free_ports
-
-    (port,) = free_ports(1)
-    temp = tempfile.mkdtemp(prefix="rost-")  # short: Ray's socket paths must fit in 107 bytes
     # The cluster uses Ray's token authentication; the driver gets the token from its env.
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
-    head = subprocess.Popen(
-        [sys.executable, "-m", "ray_on_spark.runtime.supervisor", "--log", str(tmp_path / "head.log"), "--",
-         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
-         "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}", "--object-store-memory=300000000"],
-        stdout=subprocess.PIPE, text=True, start_new_session=True, env=env,
-    )
-    try:
-        assert head.stdout.readline().strip() == "READY", (tmp_path / "head.log").read_text()[-3000:]
+    with ray_start_head(tmp_path, num_cpus=2) as (address, env):
         script = f"""
 import ray, ray_on_spark
-ray.init(address="127.0.0.1:{port}", log_to_driver=False)
+ray.init(address="{address}", log_to_driver=False)
 cpu = ray.available_resources()["CPU"]
 spark = ray_on_spark.init_spark("remote", 1, 1, "600MB")
 assert ray.available_resources()["CPU"] == cpu - 1
@@ -276,7 +262,7 @@ print("CPU_BACK", ray.available_resources()["CPU"] == cpu)
         jvms_before, dirs_before = spark_jvms(), _our_dirs()
         victim = subprocess.Popen([sys.executable, "-c", f"""
 import ray, ray_on_spark, time
-ray.init(address="127.0.0.1:{port}", log_to_driver=False)
+ray.init(address="{address}", log_to_driver=False)
 spark = ray_on_spark.init_spark("doomed", 1, 1, "600MB")
 ds = ray_on_spark.from_spark(spark.range(300000).selectExpr("id AS a"))
 print("UP", ds.count(), flush=True)
@@ -298,7 +284,7 @@ time.sleep(600)
         victim.wait(10)
         probe = f"""
 import ray, time
-ray.init(address="127.0.0.1:{port}", log_to_driver=False)
+ray.init(address="{address}", log_to_driver=False)
 deadline = time.monotonic() + 30
 while time.monotonic() < deadline:
     named = ray.util.list_named_actors(all_namespaces=True)
@@ -317,7 +303,4 @@ print("NAMED", named, "CPU", ray.available_resources().get("CPU"))
         while spark_jvms() - jvms_before or _our_dirs() - dirs_before:
             assert time.monotonic() < deadline, "the dead driver's executor JVM or temp dirs are still there"
             time.sleep(0.1)
-    finally:
-        head.terminate()
-        head.wait(30)
-        shutil.rmtree(temp, ignore_errors=True)
+
