@@ -4,7 +4,8 @@
 between them, and a shared runtime beneath; neither direction imports the other.
 
 * ``on_spark/``   -- Ray on Spark: setup_ray_cluster and the cluster it starts (api, arguments, plan,
-                     resources, ray_start, cluster, worker_task, global_cluster, autoscaling/)
+                     resources, ray_start, cluster, worker_task, hooks, databricks, progress,
+                     global_cluster, autoscaling/)
 * ``on_ray/``     -- Spark on Ray: init_spark and the session it starts (api, plan, session,
                      executor_actor, cds, jit)
 * ``data/``       -- from_spark / to_spark: DataFrame <-> Dataset through Ray's object store (api, holders,

@@ -9,6 +9,9 @@
 * ``worker_task``    -- the barrier Spark task body that runs one Ray worker node
 * ``nodes``          -- pure: the cluster's nodes as the GCS lists them (ours, newest per partition, dead)
 * ``diagnostics``    -- pure: why a cluster did not start, in words (task errors, the head's log, a fix)
+* ``hooks``          -- start hooks (RAY_ON_SPARK_START_HOOK): user code called at Ray's moments
+* ``databricks``     -- the built-in hook on a Databricks runtime: proxy link, idle shutdown, job group, env
+* ``progress``       -- start-up progress lines, visible in a notebook's cell
 * ``global_cluster`` -- setup_global_ray_cluster's lock, published address/token, blocking wait
 * ``autoscaling``    -- Ray's autoscaler driving one-task Spark jobs (launcher in the driver, provider in the head)
 """

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Tuple
 
 from ray_on_spark import _ray, spark_env
 from ray_on_spark.errors import ClusterAlreadyRunningError, HeadStartError, RayOnSparkError
-from ray_on_spark.on_spark import arguments, global_cluster, plan
+from ray_on_spark.on_spark import arguments, databricks, global_cluster, hooks, plan, progress
 from ray_on_spark.on_spark.arguments import MAX_NUM_WORKER_NODES
 from ray_on_spark.on_spark.cluster import ClusterState, RayClusterOnSpark
 from ray_on_spark.on_spark.resources import executor_footprint_bytes
@@ -121,10 +121,11 @@ def setup_ray_cluster(
 def _setup(**kwargs: Any) -> RayClusterOnSpark:
     """Check, plan, start; the head's port race is retried once with new ports (:class:`HeadStartError`)."""
     global _ACTIVE
+    progress.show_in_notebook()
     with _ACTIVE_LOCK:
-        spark, cluster_plan = _plan(**kwargs)
+        spark, cluster_plan, hook = _plan(**kwargs)
         for attempt in (1, 2):
-            cluster = RayClusterOnSpark(spark, cluster_plan)
+            cluster = RayClusterOnSpark(spark, cluster_plan, hook)
             _ACTIVE = cluster
             try:
                 cluster.start()
@@ -143,16 +144,21 @@ def _setup(**kwargs: Any) -> RayClusterOnSpark:
         raise AssertionError("unreachable")
 
 
-def _plan(**kwargs: Any) -> Tuple["SparkSession", plan.ClusterPlan]:
+def _plan(**kwargs: Any) -> Tuple["SparkSession", plan.ClusterPlan, Any]:
     """Check everything and decide every number (:mod:`ray_on_spark.on_spark.plan`); start nothing.
 
-    The order: the arguments alone, this process's state, then the Spark application.
+    The order: the arguments alone, the start hook, this process's state, then the Spark
+    application. Returns the session, the plan and the start hook.
     """
     args = arguments.check_arguments(known_options=_ray.ray_start_option_names(), host_memory=host_memory_bytes(), **kwargs)
+    hook = hooks.load_start_hook(args.is_global)
+    temp_root = args.ray_temp_root_dir
+    if temp_root is None and not args.is_global:
+        temp_root = hooks.call(hook, "get_default_temp_root_dir")
     args = dataclasses.replace(
         args,
         collect_log_to_path=_check_log_dir(args.collect_log_to_path),
-        ray_temp_root_dir=_check_temp_root(args.ray_temp_root_dir),
+        ray_temp_root_dir=_check_temp_root(temp_root),
     )
     if _ACTIVE is not None and _ACTIVE.state in (ClusterState.STARTING, ClusterState.RUNNING):
         raise ClusterAlreadyRunningError(
@@ -184,7 +190,8 @@ def _plan(**kwargs: Any) -> Tuple["SparkSession", plan.ClusterPlan]:
     slots = spark_env.wait_for_slots(sc, max(1, args.max_worker_nodes), profile, wait)
     slot_facts = plan.SlotFacts(slots=slots, executors=spark_env.executor_count(sc),
                                 default_profile_slots=spark_env.max_concurrent_tasks(sc) if slots == 0 else 0)
-    return spark, plan.plan_cluster(args, facts, shape, slot_facts)
+    cluster_plan = plan.plan_cluster(args, facts, shape, slot_facts)
+    return spark, dataclasses.replace(cluster_plan, node_env=hooks.environment(hook)), hook
 
 
 def _spark_facts(sc: "SparkContext") -> plan.SparkFacts:
@@ -202,6 +209,7 @@ def _spark_facts(sc: "SparkContext") -> plan.SparkFacts:
         executor_footprint=executor_footprint_bytes(memory.heap, memory.overhead, memory.overhead_factor,
                                                     memory.pyspark),
         driver_memory=spark_env.driver_memory(sc),
+        on_databricks=databricks.in_databricks_runtime(),
     )
 
 
@@ -284,6 +292,15 @@ def shutdown_ray_cluster() -> None:
             lock, directory = owned
             global_cluster.unpublish(directory)
             lock.release()
+
+
+def shutdown_if_active(cluster: RayClusterOnSpark) -> bool:
+    """Shut ``cluster`` down if it is still the active one (a watcher's shutdown must not hit a newer cluster)."""
+    with _ACTIVE_LOCK:
+        if _ACTIVE is not cluster:
+            return False
+        shutdown_ray_cluster()
+        return True
 
 
 def active_cluster() -> Optional[RayClusterOnSpark]:

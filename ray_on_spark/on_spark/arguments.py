@@ -9,7 +9,6 @@ that would work; deprecated aliases are mapped with a warning, as Ray 2.60 does.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence
@@ -19,11 +18,6 @@ from ray_on_spark.runtime.units import format_bytes, parse_memory
 
 #: Same meaning as ``ray.util.spark.MAX_NUM_WORKER_NODES``: one node per available task slot.
 MAX_NUM_WORKER_NODES = -1
-
-#: Ray's deepest unix socket below ray_temp_root_dir on a worker node:
-#: /ros-<8>-w<partition, 3>-<8>/r/session_<date>_<time>_<usec>_<pid, 7>/sockets/plasma_store
-#: is 93 bytes, and a socket path may have at most 107.
-MAX_TEMP_ROOT_CHARS = 107 - 93
 
 DEPRECATED = {
     "num_cpus_per_node": "num_cpus_worker_node",
@@ -89,17 +83,6 @@ def _memory_arg(name: str, value: object) -> Optional[int]:
     if n <= 0:
         raise ValueError(f"{name}={value!r} must be positive, e.g. {name}=2147483648 (2 GiB).")
     return n
-
-
-def check_temp_root_length(path: Optional[str]) -> None:
-    """Refuse a ``ray_temp_root_dir`` under which Ray's socket paths would exceed the unix limit."""
-    if isinstance(path, str) and path and len(os.path.abspath(path)) > MAX_TEMP_ROOT_CHARS:
-        path = os.path.abspath(path)
-        raise ValueError(
-            f"ray_temp_root_dir={path!r} is {len(path)} characters; Ray's socket paths under it would exceed "
-            f"the 107-byte limit of unix sockets. Use a path of at most {MAX_TEMP_ROOT_CHARS} characters, "
-            "e.g. ray_temp_root_dir='/tmp' or '/local_disk0'."
-        )
 
 
 def check_arguments(
@@ -185,7 +168,6 @@ def check_arguments(
     )
     if not isinstance(strict_mode, bool):
         raise ValueError(f"strict_mode={strict_mode!r} must be True or False.")
-    check_temp_root_length(args.ray_temp_root_dir)
     for name, value in sizes.items():
         if value is not None and value > host_memory * 0.8:
             raise ValueError(

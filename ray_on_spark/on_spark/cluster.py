@@ -22,16 +22,17 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 from ray_on_spark import _ray, spark_env
 from ray_on_spark.data import ray_entry_points
 from ray_on_spark.errors import HeadStartError, RayOnSparkError, WorkerNodesStartError
-from ray_on_spark.on_spark import diagnostics, nodes, ray_start
+from ray_on_spark.on_spark import diagnostics, hooks, nodes, ray_start
 from ray_on_spark.on_spark.autoscaling.launcher import NodeLauncher
 from ray_on_spark.on_spark.autoscaling.start import start_autoscaling
 from ray_on_spark.on_spark.plan import ClusterPlan, WorkerPlan
+from ray_on_spark.on_spark.progress import StartProgress
 from ray_on_spark.on_spark.ray_start import LABEL_CLUSTER, LABEL_PARTITION, NODE_ID_RESOURCE
 from ray_on_spark.on_spark.resources import MemoryShare
 from ray_on_spark.on_spark.worker_task import collect_logs_path, run_worker_node
 from ray_on_spark.runtime import procs
-from ray_on_spark.runtime.ports import free_ports
-from ray_on_spark.runtime.private import private_temp_dir
+from ray_on_spark.runtime.ports import free_port_in_range, free_ports, port_open
+from ray_on_spark.runtime.private import private_temp_dir, short_alias
 from ray_on_spark.runtime.supervised import SupervisedProcess, supervisor_command
 from ray_on_spark.runtime.waiting import poll_until, wait_until
 
@@ -81,6 +82,8 @@ def mint_endpoints(plan: ClusterPlan) -> Endpoints:
     port, client_port, dashboard_port = free_ports(3)
     if plan.head.dashboard_port is not None:
         dashboard_port = plan.head.dashboard_port
+    elif plan.head.dashboard_port_range is not None:
+        dashboard_port = free_port_in_range(*plan.head.dashboard_port_range, exclude=(port, client_port))
     token = None
     if _ray.token_auth_supported() and os.environ.get(_ray.AUTH_MODE_ENV, "").lower() != "disabled":
         token = _ray.new_token()
@@ -102,9 +105,12 @@ class RayClusterOnSpark:
     set when :meth:`start` has picked the head's ports.
     """
 
-    def __init__(self, spark: "SparkSession", plan: ClusterPlan):
+    def __init__(self, spark: "SparkSession", plan: ClusterPlan, hook: Any = None):
         self.spark = spark
         self.plan = plan
+        #: The start hook (:mod:`ray_on_spark.on_spark.hooks`), called at Ray's moments.
+        self.hook = hook if hook is not None else hooks.RayOnSparkStartHook()
+        self.progress = StartProgress(plan.nodes_at_start)
         self.cluster_id: Optional[str] = None
         self.address: Optional[str] = None
         self.client_address: Optional[str] = None
@@ -129,6 +135,7 @@ class RayClusterOnSpark:
         self._entry_points = False  # whether start() routed Ray's from_spark / to_spark through ours
         self._client = None
         self._stop_monitor = threading.Event()
+        self._stopped = threading.Event()
         self._monitor_thread: Optional[threading.Thread] = None
         self._dead_nodes: Dict[str, _ray.NodeView] = {}
         self._launcher: Optional[NodeLauncher] = None
@@ -169,42 +176,58 @@ class RayClusterOnSpark:
             self._state = ClusterState.STARTING
         try:
             self._take(mint_endpoints(self.plan))
+            self.progress.cluster_id = self.cluster_id
             if self.plan.autoscaling:
                 self._start_launcher()
             self._start_head()
             if not self.plan.autoscaling:
                 self._start_job()
             self._wait_ready()
+            self._dashboard_created()
+            self._export_env()
+            self._entry_points = ray_entry_points.install()  # ray.data.from_spark / Dataset.to_spark without RayDP
+            assert self._head is not None
+            self._head_records = procs.tree(self._head.pid)
+            with self._lock:
+                self._state = ClusterState.RUNNING
+            hooks.call(self.hook, "on_cluster_created", self)
         except BaseException:
             self.shutdown()
             raise
-        self._export_env()
-        self._entry_points = ray_entry_points.install()  # ray.data.from_spark / Dataset.to_spark without RayDP
-        assert self._head is not None
-        self._head_records = procs.tree(self._head.pid)
-        with self._lock:
-            self._state = ClusterState.RUNNING
         self._monitor_thread = threading.Thread(target=self._monitor, name=f"ray_on_spark-monitor-{self.cluster_id}", daemon=True)
         self._monitor_thread.start()
         self.setup_seconds = time.monotonic() - t0
-        logger.info(
-            "Ray cluster %s on Spark is up in %.1fs: head %s, %d worker node(s)%s, dashboard %s",
-            self.cluster_id, self.setup_seconds, self.address, self.plan.nodes_at_start,
-            f" (autoscaling up to {self.plan.num_worker_nodes})" if self.plan.autoscaling else "", self.dashboard_url,
-        )
+        self.progress.ready(self.address, self.dashboard_url, self.plan.num_worker_nodes if self.plan.autoscaling else None)
         return self
+
+    def _dashboard_created(self) -> None:
+        """Once the dashboard answers (a deadline, then a warning), tell the start hook its port."""
+        ends = self._endpoints
+        if ends is None or ends.dashboard_port is None:
+            return
+        host = self.plan.head.dashboard_host
+        probe_host = self.plan.head.host if host in ("0.0.0.0", "") else host
+        try:
+            wait_until(lambda: port_open(probe_host, ends.dashboard_port), timeout=min(30.0, self.plan.start_timeout),
+                       what=f"the Ray dashboard on {probe_host}:{ends.dashboard_port}", check=self._check_failed)
+        except TimeoutError:
+            logger.warning("the Ray dashboard did not answer on %s; is ray[default] installed?", self.dashboard_url)
+            return
+        hooks.call(self.hook, "on_ray_dashboard_created", ends.dashboard_port)
 
     def _start_launcher(self) -> None:
         """Autoscaling: size the nodes, start the driver's node launcher, write Ray's autoscaler config."""
         assert self.worker is not None and self.temp_dir is not None and self.cluster_id is not None
         started = start_autoscaling(self.spark, self.plan, self.worker, self.cluster_id, self.temp_dir,
-                                    self.spark_ui_label())
+                                    self.spark_ui_label(),
+                                    on_job_group=lambda group: hooks.call(self.hook, "on_spark_job_created", group))
         self._launcher, self._autoscaling_config, self.worker_share = started
 
     def _start_head(self) -> None:
         assert self.temp_dir is not None and self.head_log is not None and self._endpoints is not None
         h, ends = self.plan.head, self._endpoints
-        env = ray_start.node_env(auth_token=self.auth_token, gpus=list(h.gpu_addresses), temp_dir=self.temp_dir)
+        env = ray_start.node_env(auth_token=self.auth_token, gpus=list(h.gpu_addresses), temp_dir=self.temp_dir,
+                                 extra=self.plan.node_env)
         # The GCS declares a silent node dead after period x threshold (Ray's default 3 s x 5);
         # a lost executor should leave the cluster within a few seconds instead.
         env.setdefault("RAY_health_check_period_ms", "1000")
@@ -218,17 +241,21 @@ class RayClusterOnSpark:
             pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
             env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
             options = ray_start.merged_resources_option(options, {NODE_ID_RESOURCE: 0})  # the head is provider node 0
+        ray_temp = os.path.join(self.temp_dir, "head")
+        alias = short_alias(ray_temp)  # under a long ray_temp_root_dir Ray's sockets need a short path
+        ray_temp = alias or ray_temp
         head = ray_start.head_command(
             host=h.host, port=ends.port, client_server_port=ends.client_server_port,
             dashboard=(h.dashboard_host, ends.dashboard_port) if ends.dashboard_port is not None else None,
             shape=ray_start.NodeShape(h.num_cpus, h.num_gpus, h.memory.heap_bytes, h.memory.object_store_bytes),
-            temp_dir=os.path.join(self.temp_dir, "head"),
+            temp_dir=ray_temp,
             labels={LABEL_CLUSTER: ends.cluster_id}, options=options, autoscaling_config=self._autoscaling_config,
         )
         # If the driver dies without shutdown(), the supervisor removes the temp dir.
         cmd = supervisor_command(
             head, log=self.head_log, cleanup_dir=self.temp_dir, start_timeout=self.plan.start_timeout,
             collect_logs_to=collect_logs_path(self.plan.collect_log_dir, f"ray-head-{ends.cluster_id}"),
+            cleanup_links=[alias] if alias else [],
         )
         logger.debug("starting Ray head: %s", " ".join(cmd))
         self._head = SupervisedProcess(cmd, env, what="Ray head node")
@@ -257,6 +284,8 @@ class RayClusterOnSpark:
 
         self._job_thread = spark_env.spark_thread(run, f"ray_on_spark-{self.cluster_id}")
         self._job_thread.start()
+        self.progress.step("barrier Spark job of %d task(s) submitted (job group %s)", n, self.job_group)
+        hooks.call(self.hook, "on_spark_job_created", self.job_group)
 
     def _check_failed(self) -> None:
         """Raise at once when the head or the job has already failed (no waiting for a deadline)."""
@@ -283,8 +312,15 @@ class RayClusterOnSpark:
                 what="the Ray head's GCS to answer",
                 check=self._check_failed,
             )
+            self.progress.step("head node up at %s", self.address)
+
+            def joined() -> Optional[List[_ray.NodeView]]:
+                views = self._our_nodes()
+                self.progress.nodes_joined(len(views))
+                return views if len(views) >= n else None
+
             registered = wait_until(
-                lambda: self._our_nodes() if len(self._our_nodes()) >= n else None,
+                joined,
                 timeout=self.plan.start_timeout,
                 what=f"{n} Ray worker node(s) to register",
                 check=self._check_failed,
@@ -377,6 +413,20 @@ class RayClusterOnSpark:
     def state(self) -> ClusterState:
         return self._state
 
+    @property
+    def is_shutdown(self) -> bool:
+        """True once shutdown began (Ray's cluster handler has this flag; start hooks' watchers read it)."""
+        return self._state in (ClusterState.STOPPING, ClusterState.STOPPED)
+
+    @property
+    def spark_job_group_id(self) -> Optional[str]:
+        """The barrier job's Spark job group (Ray's handler's name for it)."""
+        return self.job_group
+
+    def wait_shutdown(self, timeout: float) -> bool:
+        """Block until the cluster is shut down or ``timeout`` passes; True when it is shut down."""
+        return self._stopped.wait(timeout)
+
     def __repr__(self) -> str:
         return f"RayClusterOnSpark(id={self.cluster_id!r}, address={self.address!r}, state={self._state!r})"
 
@@ -448,6 +498,7 @@ class RayClusterOnSpark:
             self._entry_points = False
         with self._lock:
             self._state = ClusterState.STOPPED
+        self._stopped.set()
         logger.info("Ray cluster %s shut down in %.1fs", self.cluster_id, time.monotonic() - t0)
 
     def _disconnect_driver(self) -> None:

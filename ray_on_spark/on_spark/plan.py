@@ -25,6 +25,9 @@ from ray_on_spark.errors import InsufficientResourcesError, NotEnoughSparkSlotsE
 from ray_on_spark.on_spark.arguments import MAX_NUM_WORKER_NODES, SetupArgs
 from ray_on_spark.on_spark.resources import MemoryShare, head_gpu_addresses, head_memory
 
+#: Ports the Databricks driver proxy forwards (Ray picks its dashboard port there too).
+DATABRICKS_PROXY_PORTS = (9000, 10000)
+
 
 @dataclass(frozen=True)
 class SparkFacts:
@@ -40,6 +43,8 @@ class SparkFacts:
     driver_host_cpus: int
     executor_footprint: int  # host memory one executor takes
     driver_memory: int
+    #: A Databricks runtime: its driver proxy reaches the dashboard on the driver's IP, ports 9000-9999.
+    on_databricks: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class HeadPlan:
     with_dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
     dashboard_port: Optional[int] = None  # the user's choice; None: any free port
+    #: Where a free dashboard port is picked when the user picks none (None: anywhere the OS likes).
+    dashboard_port_range: Optional[Tuple[int, int]] = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,8 @@ class WorkerPlan:
     worker_options: Dict[str, object] = field(default_factory=dict)
     strict_mode: bool = False
     start_timeout: float = 120.0
+    #: Added to every Ray node's environment (the start hook's custom_environment_variables()).
+    node_env: Dict[str, str] = field(default_factory=dict)
     #: A node that dies is restarted in its task, at most this many times per window.
     max_restarts: int = 3
     restart_window_s: float = 120.0
@@ -127,6 +136,8 @@ class ClusterPlan:
     min_worker_nodes: Optional[int] = None
     upscaling_speed: float = 1.0
     idle_timeout_minutes: float = 1.0
+    #: Added to every Ray node's environment, head and workers (the start hook's custom_environment_variables()).
+    node_env: Dict[str, str] = field(default_factory=dict)
 
     @property
     def autoscaling(self) -> bool:
@@ -155,6 +166,7 @@ class ClusterPlan:
             worker_options=dict(self.worker_options),
             strict_mode=self.strict_mode,
             start_timeout=self.start_timeout,
+            node_env=dict(self.node_env),
         )
 
 
@@ -241,8 +253,11 @@ def plan_cluster(args: SetupArgs, facts: SparkFacts, shape: WorkerShape, slots: 
         memory=head_mem,
         options=head_opts,
         with_dashboard=dashboard.get("include_dashboard", True) is not False,
-        dashboard_host=str(dashboard.get("dashboard_host", "127.0.0.1")),
+        # Only the driver's own user can reach 127.0.0.1; Databricks' driver proxy connects to the
+        # driver's IP, so there the dashboard listens on that one address (never 0.0.0.0, as Ray does).
+        dashboard_host=str(dashboard.get("dashboard_host", facts.driver_host if facts.on_databricks else "127.0.0.1")),
         dashboard_port=int(dashboard["dashboard_port"]) if dashboard.get("dashboard_port") else None,  # type: ignore[call-overload]
+        dashboard_port_range=DATABRICKS_PROXY_PORTS if facts.on_databricks else None,
     )
     return ClusterPlan(
         num_worker_nodes=max_nodes,

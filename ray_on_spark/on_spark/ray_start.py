@@ -172,15 +172,17 @@ def worker_command(
 
 
 def node_env(*, auth_token: Optional[str], gpus: Sequence[str], temp_dir: str,
-             base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+             base: Optional[Mapping[str, str]] = None, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """The environment of a Ray node (head or worker) the library starts.
 
     ``TMPDIR`` is the node's own private temp dir: Ray's processes (the dashboard's
     multiprocessing among them) leave files there when they are killed. The node sees
     exactly the GPUs it was given (``CUDA_VISIBLE_DEVICES``), nothing else; it never
-    inherits a ``RAY_ADDRESS`` meant for drivers.
+    inherits a ``RAY_ADDRESS`` meant for drivers. ``extra`` (a start hook's
+    ``custom_environment_variables()``) is added first, so it cannot undo any of that.
     """
     env = dict(os.environ if base is None else base)
+    env.update(extra or {})
     env["TMPDIR"] = temp_dir
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     apply_env(env, auth_env(auth_token))

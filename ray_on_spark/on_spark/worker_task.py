@@ -28,6 +28,7 @@ from ray_on_spark.on_spark import ray_start, resources
 from ray_on_spark.on_spark.plan import WorkerPlan
 from ray_on_spark.on_spark.ray_start import LABEL_CLUSTER, LABEL_CTIME, LABEL_PARTITION, LABEL_PID
 from ray_on_spark.runtime.host import executor_key, host_ip_towards, host_memory_bytes, shm_bytes
+from ray_on_spark.runtime.private import short_alias
 from ray_on_spark.runtime.supervised import SupervisedProcess, supervisor_command
 from ray_on_spark.runtime.supervisor import EXIT_HEAD_LOST, EXIT_PARENT_LOST, EXIT_TERMINATED
 
@@ -59,18 +60,23 @@ def launch_node(
         LABEL_CTIME: "{supervisor_ctime}",
     }
     # Ray makes its temp dir world-writable; keeping it inside our 0700 dir keeps it private.
+    # Under a long ray_temp_root_dir Ray gets a short alias of it, for its sockets' sake.
+    ray_temp = os.path.join(temp_dir, "r")
+    alias = short_alias(ray_temp)
     node = ray_start.worker_command(
         head_address=plan.head_address,
         shape=ray_start.NodeShape(num_cpus, len(gpus), share.heap_bytes, share.object_store_bytes),
-        temp_dir=os.path.join(temp_dir, "r"), labels=labels,
+        temp_dir=alias or ray_temp, labels=labels,
         options=ray_start.merged_resources_option(plan.worker_options, extra_resources),
     )
     cmd = supervisor_command(
         node, log=os.path.join(temp_dir, "ray-start.log"), cleanup_dir=temp_dir, start_timeout=plan.start_timeout,
         watch=(plan.head_host, plan.head_port),
         collect_logs_to=collect_logs_path(plan.collect_log_dir, f"ray-worker-{plan.cluster_id}-p{partition}"),
+        cleanup_links=[alias] if alias else [],
     )
-    return SupervisedProcess(cmd, ray_start.node_env(auth_token=plan.auth_token, gpus=gpus, temp_dir=temp_dir))
+    return SupervisedProcess(cmd, ray_start.node_env(auth_token=plan.auth_token, gpus=gpus, temp_dir=temp_dir,
+                                                      extra=plan.node_env))
 
 
 def collect_logs_path(collect_dir: Optional[str], name: str) -> Optional[str]:

@@ -8,9 +8,10 @@ they start with every port set to 0.
 
 from __future__ import annotations
 
+import random
 import socket
 from contextlib import ExitStack
-from typing import List
+from typing import List, Sequence
 
 
 def free_ports(count: int, host: str = "") -> List[int]:
@@ -22,6 +23,20 @@ def free_ports(count: int, host: str = "") -> List[int]:
             s.bind((host, 0))
             ports.append(s.getsockname()[1])
         return ports
+
+
+def free_port_in_range(low: int, high: int, host: str = "", exclude: Sequence[int] = ()) -> int:
+    """A port in ``[low, high)`` free on ``host`` a moment ago (for a proxy that forwards only that range)."""
+    for port in random.sample(range(low, high), high - low):
+        if port in exclude:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in [{low}, {high}) on {host or 'any address'}")
 
 
 def port_state(host: str, port: int, timeout: float = 0.5) -> str:

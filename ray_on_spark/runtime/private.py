@@ -8,8 +8,16 @@ directory through :func:`private_dir`, so no second copy can get the mode wrong.
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from typing import Optional
+
+#: A unix socket path has at most 107 bytes. Ray puts its deepest socket at
+#: ``<temp dir>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store`` (64 bytes after the
+#: temp dir with a 7-digit pid), so Ray's temp dir may have 43 characters; 40 leaves room.
+RAY_TEMP_DIR_MAX_CHARS = 40
+#: Where a short alias of a longer Ray temp dir is made (a symlink named ros-<8 hex>).
+SHORT_ALIAS_BASE = "/tmp"
 
 
 def private_dir(path: str) -> str:
@@ -24,6 +32,34 @@ def private_temp_dir(prefix: str, root: Optional[str] = None) -> str:
     if root is not None:
         os.makedirs(root, exist_ok=True)
     return tempfile.mkdtemp(prefix=prefix, dir=root)
+
+
+def short_alias(path: str, base: str = SHORT_ALIAS_BASE) -> Optional[str]:
+    """A short symlink to the directory ``path`` when Ray's socket paths under ``path`` would be too long.
+
+    Ray 2.60's ``ray start`` cannot name its sockets, and it keeps them under its temp dir;
+    under a long ``ray_temp_root_dir`` (Databricks' ``/local_disk0/tmp`` plus our dirs)
+    they pass the 107-byte limit of unix sockets. Ray is then given ``<base>/ros-<8 hex>``,
+    a symlink to ``path``: logs and spilled objects still go to ``path``, and the socket
+    paths stay short. Returns None when ``path`` is short enough. The caller removes the
+    link (the node's supervisor does: ``--cleanup-link``).
+    """
+    if len(path) <= RAY_TEMP_DIR_MAX_CHARS:
+        return None
+    if not os.path.isdir(base) or not os.access(base, os.W_OK | os.X_OK):
+        raise OSError(f"Ray's temp dir {path!r} is {len(path)} characters, too long for Ray's unix sockets "
+                      f"(at most {RAY_TEMP_DIR_MAX_CHARS}), and {base!r} is not writable to hold a short link to it; "
+                      f"use a ray_temp_root_dir of at most {RAY_TEMP_DIR_MAX_CHARS - 28} characters or make {base} "
+                      "writable")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    for _ in range(100):
+        alias = os.path.join(base, "ros-" + secrets.token_hex(4))
+        try:
+            os.symlink(path, alias)
+        except FileExistsError:
+            continue
+        return alias
+    raise OSError(f"no free short link name under {base} for Ray's temp dir {path!r}")
 
 
 def write_private_file(path: str, text: str, *, exclusive: bool = False) -> str:
@@ -47,7 +83,7 @@ def write_private_file(path: str, text: str, *, exclusive: bool = False) -> str:
 
 
 def remove_file(path: str) -> None:
-    """Remove ``path`` if it is there."""
+    """Remove ``path`` (a file or a symlink) if it is there."""
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -32,6 +32,7 @@ def supervisor_command(
     ready_marker: Optional[str] = None,
     janitor: bool = False,
     collect_logs_to: Optional[str] = None,
+    cleanup_links: Sequence[str] = (),
 ) -> List[str]:
     """``command`` wrapped in a supervisor that follows this process and removes ``cleanup_dir``.
 
@@ -40,6 +41,7 @@ def supervisor_command(
     up (default: ``ray start``'s). ``janitor``: the command dies with the supervisor and a
     janitor cleans up if the supervisor is SIGKILLed (Ray kills an actor's children so).
     ``collect_logs_to``: copy the node's logs there (plus ``-<pid>``) at teardown.
+    ``cleanup_links``: symlinks to remove at teardown (short aliases of ``cleanup_dir``'s contents).
     """
     argv = [
         sys.executable, "-m", SUPERVISOR_MODULE,
@@ -58,6 +60,8 @@ def supervisor_command(
         argv.append("--janitor")
     if collect_logs_to:
         argv += ["--collect-logs-to", collect_logs_to]
+    for link in cleanup_links:
+        argv += ["--cleanup-link", link]
     return argv + ["--", *command]
 
 

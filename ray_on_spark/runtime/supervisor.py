@@ -135,6 +135,7 @@ class Supervisor:
                 time.sleep(0.2)
             _kill_processes_using(self.args.cleanup_dir)
             shutil.rmtree(self.args.cleanup_dir, ignore_errors=True)
+            _remove_links(self.args.cleanup_link)
         finally:
             os._exit(0)
 
@@ -254,6 +255,17 @@ class Supervisor:
             _collect_logs(self.args.cleanup_dir, self.args.log, f"{self.args.collect_logs_to}-{os.getpid()}")
         if self.args.cleanup_dir:
             shutil.rmtree(self.args.cleanup_dir, ignore_errors=True)
+        _remove_links(self.args.cleanup_link)
+
+
+def _remove_links(links: List[str]) -> None:
+    """Remove the short aliases (symlinks) made for the node's temp dir; never what they point to."""
+    for link in links:
+        if os.path.islink(link):
+            try:
+                os.unlink(link)
+            except OSError:
+                pass
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -268,6 +280,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--watch-host", default="")
     p.add_argument("--watch-port", type=int, default=0)
     p.add_argument("--cleanup-dir", default="")
+    p.add_argument("--cleanup-link", action="append", default=[],
+                   help="a symlink to remove at teardown (a short alias of the temp dir; repeatable)")
     p.add_argument("--start-timeout", type=float, default=120.0)
     p.add_argument("--grace", type=float, default=1.0)
     p.add_argument("--poll", type=float, default=0.1)

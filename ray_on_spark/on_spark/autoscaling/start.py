@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Iterator, List, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
 
 from ray_on_spark import spark_env
 from ray_on_spark.on_spark.autoscaling.launcher import NodeLauncher, autoscaled_share, autoscaler_config
@@ -31,11 +31,12 @@ logger = logging.getLogger(__name__)
 
 def start_autoscaling(
     spark: "SparkSession", plan: ClusterPlan, worker_plan: WorkerPlan, cluster_id: str, temp_dir: str,
-    spark_ui_label: str,
+    spark_ui_label: str, on_job_group: Optional[Callable[[str], None]] = None,
 ) -> Tuple[NodeLauncher, str, MemoryShare]:
     """Size the nodes, start the launcher, write the config; returns (launcher, config path, node shape).
 
-    ``spark_ui_label`` names the cluster in each node job's description (the Spark UI shows it).
+    ``spark_ui_label`` names the cluster in each node job's description (the Spark UI shows it);
+    ``on_job_group`` is told each node job's group as it is submitted (the start hook's moment).
     """
     sc = spark.sparkContext
     profile = (spark_env.task_resource_profile(plan.num_cpus_worker_node, plan.num_gpus_worker_node)
@@ -58,6 +59,8 @@ def start_autoscaling(
 
     def submit(node_id: str, group: str) -> List[str]:
         sc.setJobGroup(group, f"{spark_ui_label}: autoscaled worker node {node_id}", True)
+        if on_job_group is not None:
+            on_job_group(group)
         node_rdd = sc.parallelize([node_id], 1).mapPartitions(task)
         if profile is not None:
             node_rdd = node_rdd.withResources(profile)
