@@ -18,6 +18,10 @@ class NoSparkSessionError(RayOnSparkError):
     """There is no active SparkSession to start a Ray cluster on."""
 
 
+class SparkConnectSessionError(RayOnSparkError):
+    """The SparkSession is a Spark Connect client (no SparkContext here): neither direction can run on it."""
+
+
 class ClusterAlreadyRunningError(RayOnSparkError):
     """A second cluster (or Spark-on-Ray session) was asked for while one runs in this process or for this user."""
 

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ray_on_spark.errors import NoSparkSessionError, RayOnSparkError
+from ray_on_spark.errors import NoSparkSessionError, RayOnSparkError, SparkConnectSessionError
 from ray_on_spark.runtime.units import parse_memory
 from ray_on_spark.runtime.waiting import poll_until
 
@@ -64,11 +64,42 @@ def java_binary() -> str:
 
 
 # ---------------------------------------------------------------- the running application
+def is_spark_connect(spark: Optional[object] = None) -> bool:
+    """Whether ``spark`` is a Spark Connect session, or (no session given) this Python is in Connect mode.
+
+    A Connect session (``pyspark.sql.connect``: Databricks serverless and shared access mode,
+    ``SparkSession.builder.remote(...)``) is a client of a server elsewhere: no SparkContext,
+    no barrier jobs, no JVM in this process.
+    """
+    if spark is not None and type(spark).__module__.startswith("pyspark.sql.connect"):
+        return True
+    if spark is None:
+        try:
+            from pyspark.sql.utils import is_remote
+        except ImportError:  # pragma: no cover  (every supported pyspark has it)
+            return False
+        return bool(is_remote())
+    return False
+
+
+def refuse_spark_connect(spark: Optional[object], what: str) -> None:
+    """Raise :class:`SparkConnectSessionError` at once when ``spark`` is a Connect session, or when there is
+    none and this Python is in Connect mode (a new session would be one). A classic session is trusted."""
+    if is_spark_connect(spark) or (spark is None and is_spark_connect(None)):
+        raise SparkConnectSessionError(
+            f"{what} needs a classic SparkSession with a SparkContext in this process, and this is a Spark Connect "
+            "session (pyspark.sql.connect; Databricks serverless compute and shared access mode work this way), "
+            "which has none. Use a classic session: SparkSession.builder.master(...).getOrCreate() without "
+            "SPARK_REMOTE / .remote(...); on Databricks, a classic cluster in dedicated (single user) access mode."
+        )
+
+
 def active_spark() -> "SparkSession":
-    """The active SparkSession, or a clear error saying how to get one."""
+    """The active classic SparkSession, or a clear error saying how to get one."""
     from pyspark.sql import SparkSession
 
     spark = SparkSession.getActiveSession()
+    refuse_spark_connect(spark, "ray_on_spark")
     if spark is None:
         raise NoSparkSessionError(
             "No active SparkSession: create one first, e.g. "
@@ -140,6 +171,17 @@ def driver_gpu_addresses(sc: "SparkContext") -> List[str]:
     """GPU addresses Spark assigned to the driver (spark.driver.resource.gpu.*), in order."""
     info = (sc.resources or {}).get("gpu")
     return list(info.addresses) if info is not None else []
+
+
+def executor_cores_conf(sc: "SparkContext") -> Optional[int]:
+    """``spark.executor.cores`` when set (standalone's default is every core of the worker: None)."""
+    raw = conf_get(sc, "spark.executor.cores")
+    return int(raw) if raw and raw.strip().isdigit() else None
+
+
+def executor_gpu_amount(sc: "SparkContext") -> int:
+    """``spark.executor.resource.gpu.amount`` (0 when unset)."""
+    return int(float(conf_get(sc, "spark.executor.resource.gpu.amount", "0") or "0"))
 
 
 def dynamic_allocation(sc: "SparkContext") -> bool:

@@ -11,6 +11,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
+from ray_on_spark import spark_env
 from ray_on_spark.errors import ClusterAlreadyRunningError
 from ray_on_spark.on_ray.plan import check_fits, check_reserve_timeout, plan_executors
 from ray_on_spark.on_ray.session import SparkOnRay
@@ -66,6 +67,9 @@ def init_spark(
         app_name, num_executors, executor_cores, executor_memory, configs, placement_group_strategy,
         placement_group_bundle_indexes, has_placement_group=placement_group is not None, enable_hive=enable_hive,
     )
+    from pyspark.sql import SparkSession
+
+    spark_env.refuse_spark_connect(SparkSession.getActiveSession(), "init_spark")
     with _LOCK:
         import ray
 

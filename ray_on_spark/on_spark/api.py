@@ -23,7 +23,7 @@ from ray_on_spark.on_spark import arguments, databricks, global_cluster, hooks, 
 from ray_on_spark.on_spark.arguments import MAX_NUM_WORKER_NODES
 from ray_on_spark.on_spark.cluster import ClusterState, RayClusterOnSpark
 from ray_on_spark.on_spark.resources import executor_footprint_bytes
-from ray_on_spark.runtime.host import host_memory_bytes
+from ray_on_spark.runtime import host
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark import SparkContext
@@ -150,7 +150,9 @@ def _plan(**kwargs: Any) -> Tuple["SparkSession", plan.ClusterPlan, Any]:
     The order: the arguments alone, the start hook, this process's state, then the Spark
     application. Returns the session, the plan and the start hook.
     """
-    args = arguments.check_arguments(known_options=_ray.ray_start_option_names(), host_memory=host_memory_bytes(), **kwargs)
+    args = arguments.check_arguments(known_options=_ray.ray_start_option_names(),
+                                     host_memory=host.driver_host_memory_bytes(), **kwargs)
+    host.driver_shm_bytes()  # a bad RAY_ON_SPARK_DRIVER_SHARED_MEMORY_BYTES is refused now
     hook = hooks.load_start_hook(args.is_global)
     temp_root = args.ray_temp_root_dir
     if temp_root is None and not args.is_global:
@@ -179,24 +181,54 @@ def _plan(**kwargs: Any) -> Tuple["SparkSession", plan.ClusterPlan, Any]:
             f"Spark master {sc.master!r} is not supported; use Spark standalone (spark://...), local-cluster[...] or local[N]."
         )
     facts = _spark_facts(sc)
-    shape = plan.worker_shape(args, facts)
-    plan.head_cpus_gpus(args, facts)  # the head's GPUs are checked before waiting for slots
-    profile = spark_env.task_resource_profile(shape.num_cpus, shape.num_gpus) if shape.use_task_profile else None
     # Right after getOrCreate() executors are still registering (one may be seconds behind
     # another): while the app is younger than Spark's own registration window, wait for the
     # slots to appear. In an older app a request that does not fit is refused at once.
     wait = 0.0 if facts.master_kind == "local" else plan.registration_wait(
         spark_env.registration_window_s(sc), time.time() - sc.startTime / 1000.0)
+    if facts.executor_cores is None and args.num_cpus_worker_node is None:
+        facts = dataclasses.replace(facts, executor_cores=_executor_cores_from_slots(sc, facts, wait))
+    shape = plan.worker_shape(args, facts)
+    _, head_addresses, head_gpus = plan.head_cpus_gpus(args, facts)  # checked before waiting for slots
+    if head_gpus and not head_addresses:
+        logger.warning("num_gpus_head_node=%d: the driver has no Spark GPU addresses (spark.driver.resource.gpu.*), "
+                       "so the head gets %d GPU(s) by count, as in Ray: no addresses were assigned to it", head_gpus, head_gpus)
+    profile = spark_env.task_resource_profile(shape.num_cpus, shape.num_gpus) if shape.use_task_profile else None
     slots = spark_env.wait_for_slots(sc, max(1, args.max_worker_nodes), profile, wait)
     slot_facts = plan.SlotFacts(slots=slots, executors=spark_env.executor_count(sc),
                                 default_profile_slots=spark_env.max_concurrent_tasks(sc) if slots == 0 else 0)
     cluster_plan = plan.plan_cluster(args, facts, shape, slot_facts)
-    return spark, dataclasses.replace(cluster_plan, node_env=hooks.environment(hook)), hook
+    node_env = hooks.environment(hook)
+    if host.slow_storage_allowed():  # Ray's switch reaches every node (its object store may pass /dev/shm)
+        node_env.setdefault(host.ALLOW_SLOW_STORAGE_ENV, os.environ[host.ALLOW_SLOW_STORAGE_ENV])
+    return spark, dataclasses.replace(cluster_plan, node_env=node_env), hook
+
+
+def _executor_cores_from_slots(sc: "SparkContext", facts: plan.SparkFacts, wait: float) -> Optional[int]:
+    """An executor's cores when spark.executor.cores is unset (standalone: the whole worker): its task
+    slots x spark.task.cpus, averaged over the registered executors (waiting up to ``wait`` for one)."""
+    if facts.master_kind == "local" or facts.dynamic_allocation:
+        return None
+    slots = spark_env.wait_for_slots(sc, 1, None, wait)
+    executors = spark_env.executor_count(sc)
+    return max(1, slots * facts.task_cpus // executors) if slots and executors else None
+
+
+def _executor_env_overrides(sc: "SparkContext") -> Dict[str, str]:
+    """The RAY_ON_SPARK_WORKER_* variables set for the executors (``spark.executorEnv.*``), checked now,
+    before anything starts (a worker host reads them again from its own environment)."""
+    env = {name: value for name in (host.WORKER_CPU_CORES_ENV, host.WORKER_GPU_NUM_ENV, host.WORKER_PHYSICAL_MEMORY_ENV,
+                                    host.WORKER_SHARED_MEMORY_ENV)
+           if (value := spark_env.conf_get(sc, f"spark.executorEnv.{name}")) is not None}
+    host.worker_host_memory_bytes(env)
+    host.worker_shm_bytes(env)
+    return env
 
 
 def _spark_facts(sc: "SparkContext") -> plan.SparkFacts:
     """What the plan needs to know of the running application."""
     memory = spark_env.executor_memory(sc)
+    overrides = _executor_env_overrides(sc)
     return plan.SparkFacts(
         master_kind=spark_env.master_kind(sc.master),
         task_cpus=spark_env.task_cpus(sc),
@@ -210,6 +242,10 @@ def _spark_facts(sc: "SparkContext") -> plan.SparkFacts:
                                                     memory.pyspark),
         driver_memory=spark_env.driver_memory(sc),
         on_databricks=databricks.in_databricks_runtime(),
+        executor_cores=spark_env.executor_cores_conf(sc),
+        executor_gpus=spark_env.executor_gpu_amount(sc),
+        worker_cpus_override=host.env_count(host.WORKER_CPU_CORES_ENV, overrides, minimum=1),
+        worker_gpus_override=host.env_count(host.WORKER_GPU_NUM_ENV, overrides),
     )
 
 

@@ -226,7 +226,8 @@ class RayClusterOnSpark:
     def _start_head(self) -> None:
         assert self.temp_dir is not None and self.head_log is not None and self._endpoints is not None
         h, ends = self.plan.head, self._endpoints
-        env = ray_start.node_env(auth_token=self.auth_token, gpus=list(h.gpu_addresses), temp_dir=self.temp_dir,
+        gpus = list(h.gpu_addresses) if h.gpu_addresses or not h.num_gpus else None  # None: a bare count
+        env = ray_start.node_env(auth_token=self.auth_token, gpus=gpus, temp_dir=self.temp_dir,
                                  extra=self.plan.node_env)
         # The GCS declares a silent node dead after period x threshold (Ray's default 3 s x 5);
         # a lost executor should leave the cluster within a few seconds instead.

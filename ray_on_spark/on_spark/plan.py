@@ -45,6 +45,13 @@ class SparkFacts:
     driver_memory: int
     #: A Databricks runtime: its driver proxy reaches the dashboard on the driver's IP, ports 9000-9999.
     on_databricks: bool = False
+    #: An executor's cores (spark.executor.cores, or its task slots x spark.task.cpus) and GPUs
+    #: (spark.executor.resource.gpu.amount): a worker node's default size, as in Ray.
+    executor_cores: Optional[int] = None
+    executor_gpus: int = 0
+    #: RAY_ON_SPARK_WORKER_CPU_CORES / _GPU_NUM (spark.executorEnv.*): a worker's size, as the user says.
+    worker_cpus_override: Optional[int] = None
+    worker_gpus_override: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -172,9 +179,21 @@ class ClusterPlan:
 
 # ---------------------------------------------------------------- step 2: a worker node's shape
 def worker_shape(args: SetupArgs, facts: SparkFacts) -> WorkerShape:
-    """The CPUs and GPUs of every worker node, and whether Spark must be asked for them per task."""
-    cpus = args.num_cpus_worker_node if args.num_cpus_worker_node is not None else facts.task_cpus
-    gpus = args.num_gpus_worker_node if args.num_gpus_worker_node is not None else facts.task_gpus
+    """The CPUs and GPUs of every worker node, and whether Spark must be asked for them per task.
+
+    Unset, a node is a whole executor, as in Ray (which gives it a whole Spark worker host):
+    its cores and GPUs, through a stage-level task profile -- or what
+    ``RAY_ON_SPARK_WORKER_CPU_CORES`` / ``_GPU_NUM`` say. Without stage-level scheduling
+    (local mode, dynamic allocation) a node is one task (spark.task.cpus, its GPUs).
+    """
+    stage_level = facts.master_kind != "local" and not facts.dynamic_allocation
+    cpus, gpus = facts.task_cpus, facts.task_gpus
+    if stage_level:
+        cpus = next(v for v in (facts.worker_cpus_override, facts.executor_cores, cpus) if v is not None)
+        gpus = next(v for v in (facts.worker_gpus_override, facts.executor_gpus if facts.executor_gpus_configured
+                                else None, gpus) if v is not None)
+    cpus = args.num_cpus_worker_node if args.num_cpus_worker_node is not None else cpus
+    gpus = args.num_gpus_worker_node if args.num_gpus_worker_node is not None else gpus
     use_profile = cpus != facts.task_cpus or gpus != facts.task_gpus
     if use_profile and facts.master_kind == "local":
         raise ValueError(
@@ -195,17 +214,25 @@ def worker_shape(args: SetupArgs, facts: SparkFacts) -> WorkerShape:
     return WorkerShape(cpus, gpus, use_profile)
 
 
-def head_cpus_gpus(args: SetupArgs, facts: SparkFacts) -> Tuple[int, Tuple[str, ...]]:
-    """The head's CPUs and its GPU addresses among the driver's (global mode: the host's CPUs, all driver GPUs)."""
+def head_cpus_gpus(args: SetupArgs, facts: SparkFacts) -> Tuple[int, Tuple[str, ...], int]:
+    """The head's CPUs, its GPU addresses among the driver's, and its GPU count.
+
+    Global mode: the host's CPUs and all driver GPUs. When the driver has Spark GPU
+    addresses, the head gets the first ``num_gpus_head_node`` of them (more is refused);
+    when it has none (``local[N]``, no ``spark.driver.resource.gpu.*``), the head gets the
+    count alone, as in Ray, with no addresses to pin (the api warns).
+    """
     cpus, gpus = args.num_cpus_head_node, args.num_gpus_head_node
     if args.is_global:  # Ray's global-mode defaults
         cpus = facts.driver_host_cpus if cpus is None else cpus
         gpus = len(facts.driver_gpu_addresses) if gpus is None else gpus
+    if gpus and not facts.driver_gpu_addresses:
+        return cpus or 0, (), gpus
     try:
         addresses = head_gpu_addresses(facts.driver_gpu_addresses, gpus)
     except InsufficientResourcesError as e:
         raise ValueError(str(e)) from None
-    return cpus or 0, addresses
+    return cpus or 0, addresses, len(addresses)
 
 
 # ---------------------------------------------------------------- step 3: the plan
@@ -239,7 +266,7 @@ def plan_cluster(args: SetupArgs, facts: SparkFacts, shape: WorkerShape, slots: 
 
     head_opts = dict(args.head_options)
     dashboard = {k: head_opts.pop(k) for k in ("include_dashboard", "dashboard_host", "dashboard_port") if k in head_opts}
-    head_cpus, head_gpus = head_cpus_gpus(args, facts)
+    head_cpus, head_gpus, head_gpu_count = head_cpus_gpus(args, facts)
     head_mem = head_memory(head_cpus, args.memory_head_node, args.object_store_memory_head_node)
     if facts.master_kind == "local":  # the "executor" is the driver JVM itself
         footprint, reserved = facts.driver_memory, head_mem.total_bytes
@@ -248,7 +275,7 @@ def plan_cluster(args: SetupArgs, facts: SparkFacts, shape: WorkerShape, slots: 
     head = HeadPlan(
         host=facts.driver_host,
         num_cpus=head_cpus,
-        num_gpus=len(head_gpus),
+        num_gpus=head_gpu_count,
         gpu_addresses=head_gpus,
         memory=head_mem,
         options=head_opts,

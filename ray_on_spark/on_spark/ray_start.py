@@ -171,7 +171,7 @@ def worker_command(
     ]
 
 
-def node_env(*, auth_token: Optional[str], gpus: Sequence[str], temp_dir: str,
+def node_env(*, auth_token: Optional[str], gpus: Optional[Sequence[str]], temp_dir: str,
              base: Optional[Mapping[str, str]] = None, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """The environment of a Ray node (head or worker) the library starts.
 
@@ -186,6 +186,7 @@ def node_env(*, auth_token: Optional[str], gpus: Sequence[str], temp_dir: str,
     env["TMPDIR"] = temp_dir
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     apply_env(env, auth_env(auth_token))
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    if gpus is not None:  # None: a GPU count without Spark addresses (the head, as in Ray): left as it is
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     env.pop("RAY_ADDRESS", None)
     return env

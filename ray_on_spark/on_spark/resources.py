@@ -77,13 +77,16 @@ def worker_memory_share(
     requested_object_store: Optional[int] = None,
     safety_fraction: float = HOST_MEMORY_SAFETY_FRACTION,
     object_store_fraction: float = DEFAULT_OBJECT_STORE_FRACTION,
+    allow_slow_storage: bool = False,
 ) -> MemoryShare:
     """Split what is left on a host, after its executors, between its Ray worker nodes.
 
     ``budget = total * safety - executors * footprint - reserved``; each Ray node gets
     ``budget / nodes``; 30 % of that is object store (capped by what /dev/shm can hold
     for this node), the rest heap.  Explicit requests are honoured only when they fit:
-    the point is that the sum never exceeds the host.
+    the point is that the sum never exceeds the host. ``allow_slow_storage``
+    (``RAY_OBJECT_STORE_ALLOW_SLOW_STORAGE``, as in Ray) lifts the /dev/shm cap: Ray then
+    backs the part that does not fit with files.
     """
     if host.num_ray_worker_nodes <= 0:
         raise ValueError("num_ray_worker_nodes must be >= 1")
@@ -105,7 +108,7 @@ def worker_memory_share(
             "Use fewer Ray worker nodes per host (larger num_cpus_worker_node), or smaller "
             "spark.executor.memory."
         )
-    shm_cap = int(host.shm_bytes * safety_fraction) // host.num_ray_worker_nodes
+    shm_cap = per_node if allow_slow_storage else int(host.shm_bytes * safety_fraction) // host.num_ray_worker_nodes
     min_heap = requested_heap if requested_heap is not None else MIN_WORKER_HEAP_BYTES
     if requested_object_store is not None:
         object_store = requested_object_store

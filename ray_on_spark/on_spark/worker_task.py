@@ -27,7 +27,8 @@ from ray_on_spark.errors import WorkerNodesStartError
 from ray_on_spark.on_spark import ray_start, resources
 from ray_on_spark.on_spark.plan import WorkerPlan
 from ray_on_spark.on_spark.ray_start import LABEL_CLUSTER, LABEL_CTIME, LABEL_PARTITION, LABEL_PID
-from ray_on_spark.runtime.host import executor_key, host_ip_towards, host_memory_bytes, shm_bytes
+from ray_on_spark.runtime import host
+from ray_on_spark.runtime.host import executor_key, host_ip_towards
 from ray_on_spark.runtime.private import short_alias
 from ray_on_spark.runtime.supervised import SupervisedProcess, supervisor_command
 from ray_on_spark.runtime.supervisor import EXIT_HEAD_LOST, EXIT_PARENT_LOST, EXIT_TERMINATED
@@ -36,13 +37,23 @@ logger = logging.getLogger(__name__)
 
 
 def describe_host(plan: WorkerPlan, partition: int) -> dict:
-    return {
-        "partition": partition,
-        "host": host_ip_towards(plan.head_host),
-        "total_memory": host_memory_bytes(),
-        "shm_bytes": shm_bytes(),
-        "executor": executor_key(),
-    }
+    """This task's host, as the memory arithmetic needs it; ``error`` names a bad override variable.
+
+    Memory and /dev/shm are what ``RAY_ON_SPARK_WORKER_*_BYTES`` say, when set, else detected.
+    A bad value must not fail the task before the barrier's ``allGather`` (the other tasks would
+    wait for it): it is reported with the outcomes instead.
+    """
+    info = {"partition": partition, "host": host_ip_towards(plan.head_host), "executor": executor_key(), "error": None}
+    try:
+        info.update(total_memory=host.worker_host_memory_bytes(), shm_bytes=host.worker_shm_bytes())
+    except ValueError as e:
+        info.update(total_memory=host.host_memory_bytes(), shm_bytes=host.shm_bytes(), error=str(e))
+    return info
+
+
+def slow_storage(plan: WorkerPlan) -> bool:
+    """``RAY_OBJECT_STORE_ALLOW_SLOW_STORAGE`` on the driver (passed on in the node env) or on this executor."""
+    return host.slow_storage_allowed(plan.node_env) or host.slow_storage_allowed()
 
 
 def launch_node(
@@ -97,9 +108,12 @@ def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
     error: Optional[str] = None
     node: Optional[SupervisedProcess] = None
     try:
+        if me["error"]:
+            raise ValueError(me["error"])
         hosts = resources.hosts_summary(infos, plan.driver_host, plan.driver_host_reserved)
         share = resources.worker_memory_share(
-            hosts[me["host"]], plan.executor_footprint, plan.requested_heap, plan.requested_object_store
+            hosts[me["host"]], plan.executor_footprint, plan.requested_heap, plan.requested_object_store,
+            allow_slow_storage=slow_storage(plan),
         )
         task_gpus = ctx.resources().get("gpu")
         gpus = list(resources.gpu_addresses_for_node(task_gpus.addresses if task_gpus else [], plan.num_gpus))

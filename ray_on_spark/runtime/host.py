@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from typing import Mapping, Optional
 
 import psutil
 
@@ -57,3 +58,67 @@ def executor_key() -> str:
     except psutil.Error:
         pass
     return f"ppid-{os.getppid()}"
+
+
+# ------------------------------------------------------------------ overrides, as in Ray
+#: Set on the executors (``spark.executorEnv.<NAME>``): what a Spark worker host has, when
+#: detection gets it wrong (a container's view, virtual cores, GPUs kept for something else).
+WORKER_CPU_CORES_ENV = "RAY_ON_SPARK_WORKER_CPU_CORES"
+WORKER_GPU_NUM_ENV = "RAY_ON_SPARK_WORKER_GPU_NUM"
+WORKER_PHYSICAL_MEMORY_ENV = "RAY_ON_SPARK_WORKER_PHYSICAL_MEMORY_BYTES"
+WORKER_SHARED_MEMORY_ENV = "RAY_ON_SPARK_WORKER_SHARED_MEMORY_BYTES"
+#: Set on the driver: what the driver's host has.
+DRIVER_PHYSICAL_MEMORY_ENV = "RAY_ON_SPARK_DRIVER_PHYSICAL_MEMORY_BYTES"
+DRIVER_SHARED_MEMORY_ENV = "RAY_ON_SPARK_DRIVER_SHARED_MEMORY_BYTES"
+#: Ray's own switch: the object store may be larger than /dev/shm (Ray then backs it with files).
+ALLOW_SLOW_STORAGE_ENV = "RAY_OBJECT_STORE_ALLOW_SLOW_STORAGE"
+
+
+def env_count(name: str, environ: Optional[Mapping[str, str]] = None, minimum: int = 0,
+              example: str = "8") -> Optional[int]:
+    """The whole number in the environment variable ``name`` (unset or empty: None); a ValueError naming it otherwise."""
+    raw = (os.environ if environ is None else environ).get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ValueError(f"{name}={raw!r} must be a whole number >= {minimum}, e.g. {name}={example}; "
+                         "unset it to let ray_on_spark detect the value.")
+    return value
+
+
+def env_bytes(name: str, environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
+    """A byte count from the environment variable ``name`` (as Ray reads it: a plain integer)."""
+    return env_count(name, environ, minimum=1, example="17179869184 (16 GiB)")
+
+
+def worker_host_memory_bytes(environ: Optional[Mapping[str, str]] = None) -> int:
+    """This Spark worker host's memory: ``RAY_ON_SPARK_WORKER_PHYSICAL_MEMORY_BYTES`` or detected."""
+    override = env_bytes(WORKER_PHYSICAL_MEMORY_ENV, environ)
+    return override if override is not None else host_memory_bytes()
+
+
+def worker_shm_bytes(environ: Optional[Mapping[str, str]] = None) -> int:
+    """This Spark worker host's /dev/shm: ``RAY_ON_SPARK_WORKER_SHARED_MEMORY_BYTES`` or detected."""
+    override = env_bytes(WORKER_SHARED_MEMORY_ENV, environ)
+    return override if override is not None else shm_bytes()
+
+
+def driver_host_memory_bytes(environ: Optional[Mapping[str, str]] = None) -> int:
+    """The driver host's memory: ``RAY_ON_SPARK_DRIVER_PHYSICAL_MEMORY_BYTES`` or detected."""
+    override = env_bytes(DRIVER_PHYSICAL_MEMORY_ENV, environ)
+    return override if override is not None else host_memory_bytes()
+
+
+def driver_shm_bytes(environ: Optional[Mapping[str, str]] = None) -> int:
+    """The driver host's /dev/shm: ``RAY_ON_SPARK_DRIVER_SHARED_MEMORY_BYTES`` or detected."""
+    override = env_bytes(DRIVER_SHARED_MEMORY_ENV, environ)
+    return override if override is not None else shm_bytes()
+
+
+def slow_storage_allowed(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether ``RAY_OBJECT_STORE_ALLOW_SLOW_STORAGE`` is set (to anything non-empty, as Ray tests it)."""
+    return bool((os.environ if environ is None else environ).get(ALLOW_SLOW_STORAGE_ENV))

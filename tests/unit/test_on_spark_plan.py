@@ -97,3 +97,36 @@ def test_local_mode_counts_the_driver_as_the_executor():
 def test_registration_wait_is_what_is_left_of_sparks_window():
     assert plan.registration_wait(30.0, 12.0) == 18.0
     assert plan.registration_wait(30.0, 45.0) == 0.0
+
+
+# ---------------------------------------------------------------- defaults as Ray's
+def test_unset_node_size_is_a_whole_executor_through_a_task_profile_as_in_ray():
+    """16-core executors: a migrated setup_ray_cluster(max_worker_nodes=2) gets 2 x 16 CPUs, not 2 x 1."""
+    facts = dataclasses.replace(FACTS, executor_cores=16, executor_gpus=2, executor_gpus_configured=True)
+    p = _plan(_args(), facts, slots=2)
+    assert (p.num_cpus_worker_node, p.num_gpus_worker_node, p.use_task_profile) == (16, 2, True)
+    # executors smaller than the host are no problem: the node is the executor, whatever the host has
+    small = dataclasses.replace(FACTS, executor_cores=2)
+    assert _plan(_args(), small).num_cpus_worker_node == 2
+
+
+def test_worker_size_variables_override_the_executor_and_arguments_override_both():
+    facts = dataclasses.replace(FACTS, executor_cores=16, worker_cpus_override=4, worker_gpus_override=0)
+    assert (_plan(_args(), facts).num_cpus_worker_node, _plan(_args(), facts).num_gpus_worker_node) == (4, 0)
+    assert _plan(_args(num_cpus_worker_node=8), facts).num_cpus_worker_node == 8
+
+
+@pytest.mark.parametrize("change", [dict(master_kind="local"), dict(dynamic_allocation=True)])
+def test_without_stage_level_scheduling_a_node_stays_one_task(change):
+    facts = dataclasses.replace(FACTS, executor_cores=16, worker_cpus_override=4, **change)
+    p = _plan(_args(), facts)
+    assert (p.num_cpus_worker_node, p.use_task_profile) == (FACTS.task_cpus, False)
+
+
+def test_head_gpus_without_driver_addresses_are_a_count_as_in_ray():
+    p = _plan(_args(num_gpus_head_node=2))  # FACTS: no spark.driver.resource.gpu addresses (e.g. local[2])
+    assert (p.head.num_gpus, p.head.gpu_addresses) == (2, ())
+    with_addresses = dataclasses.replace(FACTS, driver_gpu_addresses=("7",))
+    with pytest.raises(ValueError, match="num_gpus_head_node=2 but Spark assigned the driver 1 GPU"):
+        _plan(_args(num_gpus_head_node=2), with_addresses)
+    assert _plan(_args(num_gpus_head_node=1), with_addresses).head.gpu_addresses == ("7",)

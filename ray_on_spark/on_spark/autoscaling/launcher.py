@@ -94,6 +94,7 @@ def autoscaled_share(
     executor_footprint: int,
     requested_heap: Optional[int],
     requested_object_store: Optional[int],
+    allow_slow_storage: bool = False,
 ) -> resources.MemoryShare:
     """One memory shape for every autoscaled node that fits on every host even when full.
 
@@ -105,7 +106,8 @@ def autoscaled_share(
     for view in hosts.values():
         nodes = max(1, min(view.num_ray_worker_nodes, max_workers))
         capped = resources.HostView(view.total_memory, view.shm_bytes, nodes, view.num_executors, view.reserved_bytes)
-        shares.append(resources.worker_memory_share(capped, executor_footprint, requested_heap, requested_object_store))
+        shares.append(resources.worker_memory_share(capped, executor_footprint, requested_heap, requested_object_store,
+                                                    allow_slow_storage=allow_slow_storage))
     return min(shares, key=lambda s: (s.total_bytes, s.heap_bytes))
 
 

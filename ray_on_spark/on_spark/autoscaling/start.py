@@ -21,7 +21,7 @@ from ray_on_spark.on_spark.autoscaling.launcher import NodeLauncher, autoscaled_
 from ray_on_spark.on_spark.plan import ClusterPlan, WorkerPlan
 from ray_on_spark.on_spark.ray_start import NODE_ID_RESOURCE
 from ray_on_spark.on_spark.resources import MemoryShare, hosts_summary
-from ray_on_spark.on_spark.worker_task import describe_hosts_task, run_autoscaled_node
+from ray_on_spark.on_spark.worker_task import describe_hosts_task, run_autoscaled_node, slow_storage
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -50,9 +50,13 @@ def start_autoscaling(
     if profile is not None:
         rdd = rdd.withResources(profile)
     infos = [json.loads(x) for x in rdd.collect()]
+    bad = [i["error"] for i in infos if i.get("error")]
+    if bad:
+        raise ValueError(bad[0])
     hosts = hosts_summary(infos, worker_plan.driver_host, worker_plan.driver_host_reserved)
     share = autoscaled_share(hosts, plan.num_worker_nodes, worker_plan.executor_footprint,
-                             worker_plan.requested_heap, worker_plan.requested_object_store)
+                             worker_plan.requested_heap, worker_plan.requested_object_store,
+                             allow_slow_storage=slow_storage(worker_plan))
 
     def task(rows: Iterator) -> Iterator[str]:
         return run_autoscaled_node(worker_plan, share, rows)
