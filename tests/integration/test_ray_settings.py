@@ -98,6 +98,14 @@ with LocalStandaloneSpark(num_workers=1, cores=2, memory="2g") as cluster:
     del os.environ["RAY_ON_SPARK_DRIVER_PHYSICAL_MEMORY_BYTES"]
     spark.stop()
 
+    # RAY_ON_SPARK_WORKER_CPU_CORES=1 on the executors: 1-CPU nodes, two on the 2-core executor
+    spark = (session_builder(cluster.master_url, "ray_on_spark-cpu-override")
+             .config("spark.executorEnv.RAY_ON_SPARK_WORKER_CPU_CORES", "1").getOrCreate())
+    wait_for_slots(spark.sparkContext, 2, None, 60)
+    with ray_on_spark.ray_cluster(max_worker_nodes=2) as rc:
+        out["override_nodes"] = [n.resources.get("CPU") for n in rc.worker_nodes()]
+    spark.stop()
+
     spark = (session_builder(cluster.master_url, "ray_on_spark-bad-settings")
              .config("spark.executorEnv.RAY_ON_SPARK_WORKER_SHARED_MEMORY_BYTES", "half").getOrCreate())
     out["bad_worker"] = refused(lambda: ray_on_spark.setup_ray_cluster(max_worker_nodes=1))
@@ -130,6 +138,7 @@ def _run_and_check(tmp_path, long_root: str, before) -> None:
 
     # node size: the whole 2-core executor; memory from the overrides, /dev/shm capping the store
     assert out["node"]["CPU"] == 2.0, out
+    assert out["override_nodes"] == [1.0, 1.0], out  # RAY_ON_SPARK_WORKER_CPU_CORES=1
     assert out["node"]["object_store_memory"] == int(512 * MIB * 0.8), out
     assert out["node"]["memory"] + out["node"]["object_store_memory"] <= 8 * GIB * 0.8, out
     assert out["head_gpus"] == 1.0  # a count without driver GPU addresses, as in Ray

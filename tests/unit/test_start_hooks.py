@@ -136,3 +136,18 @@ def test_short_alias_only_for_temp_dirs_too_long_for_rays_sockets(tmp_path):
         assert os.path.realpath(alias) == str(deep) and deep.is_dir()
     finally:
         os.unlink(alias)
+
+
+def test_idle_time_that_cannot_be_read_turns_auto_shutdown_off_and_says_so(monkeypatch, caplog):
+    """The emulated runtime's entry point (tests/integration/emulated_databricks) with its idle time broken."""
+    emulation = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration",
+                             "emulated_databricks")
+    monkeypatch.syspath_prepend(emulation)
+    import dbruntime
+
+    monkeypatch.setattr(dbruntime.ENTRY, "broken", True)
+    hook = hooks.load_start_hook(False, {"DATABRICKS_RUNTIME_VERSION": "15.4", databricks.AUTOSHUTDOWN_ENV: "5"})
+    with caplog.at_level("INFO", logger="ray_on_spark"):
+        hook.on_cluster_created(object())  # no watcher is started: the cluster object is never read
+    assert "the notebook's idle time cannot be read" in caplog.text and "auto-shutdown is off" in caplog.text
+    sys.modules.pop("dbruntime", None)
