@@ -28,6 +28,8 @@ import pytest
 
 from helpers import ray_processes, wait_no_new_ray_processes
 
+pytestmark = pytest.mark.any_spark  # the hook reads confs and calls the runtime: no pyspark-version path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EMULATION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "emulated_databricks")
 ORG_ID, CLUSTER_ID = "2761604089493481", "0311-160038-vjuv0ah9"
