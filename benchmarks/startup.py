@@ -9,6 +9,11 @@ plain ``ray start``: a head, then N workers once the head answers.
 * leftover = Ray processes still alive 5 s after the shutdown call returned.
 
 Prints a table and, as its last line, JSON with the medians.
+
+``--nodes 1,2,4,8`` (scale): for each size a fresh standalone cluster of that many 1-core
+workers (small memory), ours and ray.util.spark once each in the same run, printing setup
+and shutdown seconds and the summed RSS of each Ray worker node's processes (the tree
+under its ``ray start``), so growth with the node count shows side by side.
 """
 
 from __future__ import annotations
@@ -61,6 +66,23 @@ def _node_memory():
     ]
 
 
+def _worker_node_rss_mib() -> list:
+    """Summed RSS (MiB) of each Ray worker node's processes: the tree under each ``ray start --address``."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info.get("cmdline") or []
+        if "start" in cmd and any(c.startswith("--address") for c in cmd) and "--head" not in cmd and \
+                any("ray" in c for c in cmd[:3]):
+            try:
+                tree = [p] + p.children(recursive=True)
+                out.append(sum(q.memory_info().rss for q in tree) / 2**20)
+            except psutil.Error:
+                continue
+    return sorted(out)
+
+
 def _run_library(setup, shutdown, n: int) -> dict:
     """Time one library's setup (until ray.init() sees every node) and shutdown (until no process is left)."""
     import ray
@@ -72,6 +94,7 @@ def _run_library(setup, shutdown, n: int) -> dict:
     _wait_nodes(n + 1)
     setup_s = time.monotonic() - t0
     mem = _node_memory()
+    rss = _worker_node_rss_mib()
     ray.shutdown()
     t0 = time.monotonic()
     shutdown()
@@ -79,7 +102,8 @@ def _run_library(setup, shutdown, n: int) -> dict:
     to_zero = _wait_zero(baseline, timeout=5)  # leftovers: still alive 5 s after the call returned
     left = sorted(p[2][:80] for p in _new_procs(baseline))
     shutdown_s = returned + to_zero if not left else float("nan")
-    return {"setup": setup_s, "shutdown": shutdown_s, "leftover": len(left), "mem": mem, "left_cmds": left}
+    return {"setup": setup_s, "shutdown": shutdown_s, "leftover": len(left), "mem": mem, "left_cmds": left,
+            "rss_mib": rss}
 
 
 def run_ours(n: int) -> dict:
@@ -163,15 +187,59 @@ def run_floor(n: int) -> dict:
     return {"setup": setup}
 
 
+def scale(sizes: list, skip_theirs: bool) -> int:
+    """One fresh standalone cluster per size; ours and ray.util.spark once each, side by side."""
+    from ray_on_spark.spark_env import wait_for_slots
+    from ray_on_spark.testing.local_standalone import LocalStandaloneSpark, session_builder
+
+    rows = []
+    for n in sizes:
+        with LocalStandaloneSpark(num_workers=n, cores=1, memory="1g") as local:
+            spark = session_builder(local.master_url, f"ray_on_spark-bench-scale-{n}", executor_memory="512m") \
+                .getOrCreate()
+            try:
+                wait_for_slots(spark.sparkContext, n, None, 120)
+                spark.sparkContext.parallelize(range(n), n).map(lambda x: x).collect()  # warm-up
+                for name, fn in (("ours", run_ours), ("ray.util.spark", run_ray_util_spark)):
+                    if name == "ray.util.spark" and skip_theirs:
+                        continue
+                    r = fn(n)
+                    rss = r["rss_mib"]
+                    row = {"nodes": n, "library": name, "setup_s": round(r["setup"], 2),
+                           "shutdown_s": round(r["shutdown"], 2), "leftover": r["leftover"],
+                           "rss_mib_per_node": round(statistics.mean(rss), 0) if rss else float("nan"),
+                           "worker_nodes_seen": len(rss)}
+                    rows.append(row)
+                    print(f"{n:5d} {name:15s} setup {row['setup_s']:7.2f}s  shutdown {row['shutdown_s']:6.2f}s  "
+                          f"RSS/node {row['rss_mib_per_node']:7.0f} MiB  leftover {row['leftover']}", flush=True)
+            finally:
+                spark.stop()
+    print()
+    print(f"{'nodes':>5s} {'ours setup':>11s} {'ray.util.spark':>15s} {'ratio':>6s} {'ours RSS/node':>14s} "
+          f"{'theirs RSS/node':>16s}")
+    for n in sizes:
+        ours = next(r for r in rows if r["nodes"] == n and r["library"] == "ours")
+        theirs = next((r for r in rows if r["nodes"] == n and r["library"] == "ray.util.spark"), None)
+        t_setup = theirs["setup_s"] if theirs else float("nan")
+        t_rss = theirs["rss_mib_per_node"] if theirs else float("nan")
+        print(f"{n:5d} {ours['setup_s']:10.2f}s {t_setup:14.2f}s {ours['setup_s'] / t_setup:6.2f} "
+              f"{ours['rss_mib_per_node']:11.0f} MiB {t_rss:13.0f} MiB")
+    print(json.dumps({"scale": rows}))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--nodes", default="", help="scale mode: comma-separated cluster sizes, e.g. 1,2,4,8")
     ap.add_argument("--skip-ray-util-spark", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # ray.util.spark runs `ray` from PATH (shutil.which) on the driver and executors.
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    if args.nodes:
+        return scale([int(x) for x in args.nodes.split(",")], args.skip_ray_util_spark)
 
     from ray_on_spark.spark_env import wait_for_slots
     from ray_on_spark.testing.local_standalone import LocalStandaloneSpark, session_builder

@@ -11,7 +11,7 @@ between them, and a shared runtime beneath; neither direction imports the other.
 * ``data/``       -- from_spark / to_spark: DataFrame <-> Dataset through Ray's object store (api, holders,
                      spark_arrow, jvm_writer + java/, python_workers)
 * ``runtime/``    -- standard library + psutil only, runs on every host: supervisor, supervised, procs,
-                     ports, waiting, private, host, switches, units
+                     ports, waiting, private, host, restarts, switches, units
 * ``testing/``    -- a real Spark standalone cluster on 127.0.0.1 for tests, demo and benchmarks
 * ``errors``      -- RayOnSparkError and its typed subclasses
 * ``spark_env``   -- the one seam to pyspark's JVM (``_jvm``/``_jsc``/``_jdf``), spark_home, java_env, and the

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from ray_on_spark.runtime.restarts import RestartPolicy
 from ray_on_spark.runtime.units import GIB, MIB, format_bytes, parse_duration, parse_memory
 
 #: Spark refuses executors below 1.5 x its 300 MiB reserved memory.
@@ -41,19 +42,6 @@ FAILURES_WINDOW_CONF = "spark.executor.failuresValidityInterval"
 #: Our default window; Spark's own (unset) counts failures for the application's whole life, which
 #: would end replacement in a long session that loses an executor now and then.
 DEFAULT_FAILURES_WINDOW_S = 600.0
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """How many lost executors a session replaces within a sliding window."""
-
-    max_failures: int
-    window_s: float
-
-    def allows(self, failure_times: Sequence[float], now: float) -> bool:
-        """Whether one more failure at ``now`` stays within the policy (``failure_times``: earlier ones)."""
-        recent = [t for t in failure_times if now - t < self.window_s]
-        return len(recent) + 1 <= self.max_failures
 
 
 def restart_policy(configs: Mapping[str, str], num_executors: int) -> RestartPolicy:

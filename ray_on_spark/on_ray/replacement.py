@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from ray_on_spark.errors import ExecutorsLostError
-from ray_on_spark.on_ray.plan import FAILURES_WINDOW_CONF, MAX_FAILURES_CONF, RestartPolicy
+from ray_on_spark.on_ray.plan import FAILURES_WINDOW_CONF, MAX_FAILURES_CONF
+from ray_on_spark.runtime.restarts import RestartPolicy
 
 if TYPE_CHECKING:  # pragma: no cover
     from ray.actor import ActorHandle

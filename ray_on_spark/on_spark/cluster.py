@@ -33,6 +33,7 @@ from ray_on_spark.on_spark.worker_task import collect_logs_path, run_worker_node
 from ray_on_spark.runtime import procs
 from ray_on_spark.runtime.ports import free_port_in_range, free_ports, port_open
 from ray_on_spark.runtime.private import private_temp_dir, short_alias
+from ray_on_spark.runtime.restarts import RestartPolicy
 from ray_on_spark.runtime.supervised import SupervisedProcess, supervisor_command
 from ray_on_spark.runtime.waiting import poll_until, wait_until
 
@@ -55,6 +56,19 @@ class ClusterState(str, enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Health(str, enum.Enum):
+    """A running cluster's worker nodes: all there (ready), some missing (degraded), the lost barrier
+    job submitted again and its nodes not all back yet (healing), or given up on (failed)."""
+
+    READY = "ready"
+    DEGRADED = "degraded"
+    HEALING = "healing"
+    FAILED = "failed"
 
     def __str__(self) -> str:
         return self.value
@@ -138,6 +152,12 @@ class RayClusterOnSpark:
         self._stopped = threading.Event()
         self._monitor_thread: Optional[threading.Thread] = None
         self._dead_nodes: Dict[str, _ray.NodeView] = {}
+        #: Healing: when the barrier job was resubmitted, and whether the cluster gave up on it.
+        self._resubmits: List[float] = []
+        self._healing = False
+        self._resubmitted_ms = 0
+        self._heal_failure: Optional[str] = None
+        self._waiting_for_slots_logged = False
         self._launcher: Optional[NodeLauncher] = None
         self._autoscaling_config: Optional[str] = None
         #: The one shape of every autoscaled worker node (decided before the head starts).
@@ -368,24 +388,89 @@ class RayClusterOnSpark:
                 )
             if self.plan.autoscaling:
                 continue  # nodes come and go with their one-task jobs; the autoscaler watches them
-            if not job_reported and self._job_thread is not None and not self._job_thread.is_alive():
-                job_reported = True
-                logger.error("The Ray cluster %s lost its Spark job: %s", self.cluster_id, self._job_failure_text())
+            # Healed when the resubmitted job's own nodes are all up: the lost job's nodes may still
+            # be listed alive for a few seconds, until the GCS's health checks give up on them.
+            if self._healing and len(nodes.started_since(nodes.ours(views, self.cluster_id), self._resubmitted_ms)) >= \
+                    self.plan.num_worker_nodes:
+                self._healing = False
+                logger.info("Ray cluster %s healed: %d worker node(s) back", self.cluster_id, self.plan.num_worker_nodes)
+            if self._job_thread is not None and not self._job_thread.is_alive() and self._heal_failure is None:
+                if not job_reported:
+                    job_reported = True
+                    logger.error("The Ray cluster %s lost its Spark job: %s", self.cluster_id,
+                                 self._job_failure_text())
+                if self._resubmit_job():
+                    job_reported = False
+
+    def _resubmit_job(self) -> bool:
+        """Heal: submit the lost barrier job again once Spark has its slots; True when submitted.
+
+        Within ``resubmit_window_s`` at most ``max_job_resubmits`` times, then the cluster is
+        ``failed`` with an error saying so (a job that keeps failing is not retried forever).
+        While Spark lacks the slots (the lost executor not relaunched yet) it waits, saying so once.
+        """
+        if self._head is not None and self._head.proc.poll() is not None:
+            self._heal_failure = "the Ray head node is gone"
+            logger.error("Ray cluster %s cannot heal: its head node exited; call shutdown_ray_cluster()",
+                         self.cluster_id)
+            return False
+        now = time.monotonic()
+        policy = RestartPolicy(self.plan.max_job_resubmits, self.plan.resubmit_window_s)
+        recent = policy.recent(self._resubmits, now)
+        if not policy.allows(recent, now):
+            self._heal_failure = (f"its Spark job was lost {len(recent) + 1} times within "
+                                  f"{self.plan.resubmit_window_s:.0f}s")
+            logger.error("Ray cluster %s gives up healing: %s; not resubmitting it again. Call "
+                         "shutdown_ray_cluster() and set up a new cluster.", self.cluster_id, self._heal_failure)
+            return False
+        sc = self.spark.sparkContext
+        profile = (spark_env.task_resource_profile(self.plan.num_cpus_worker_node, self.plan.num_gpus_worker_node)
+                   if self.plan.use_task_profile else None)
+        slots = spark_env.max_concurrent_tasks(sc, profile)
+        if slots < self.plan.num_worker_nodes:
+            if not self._waiting_for_slots_logged:
+                self._waiting_for_slots_logged = True
+                logger.warning("Ray cluster %s is degraded: its Spark job was lost; resubmitting it when Spark has "
+                               "%d task slot(s) again (now %d)", self.cluster_id, self.plan.num_worker_nodes, slots)
+            return False
+        with self._lock:  # not while shutdown() collects the job to cancel
+            if self._state != ClusterState.RUNNING:
+                return False
+            self._resubmits = recent + [now]
+            self._resubmitted_ms = int(time.time() * 1000)
+            self._waiting_for_slots_logged = False
+            self._job_results, self._job_error = None, None
+            self._healing = True
+            logger.warning("Ray cluster %s is healing: resubmitting its Spark job (attempt %d in the last %.0fs)",
+                           self.cluster_id, len(self._resubmits), self.plan.resubmit_window_s)
+            self._start_job()
+        return True
 
     def status(self) -> Dict[str, object]:
-        """``{"state", "expected_worker_nodes", "alive_worker_nodes", "degraded", "dead_worker_nodes"}``."""
+        """``{"state", "health", "expected_worker_nodes", "alive_worker_nodes", "degraded", "resubmits",
+        "dead_worker_nodes"}``; ``health`` (a running cluster): ready, degraded, healing or failed."""
         running = self._state == ClusterState.RUNNING
         alive = len(self.worker_nodes()) if running else 0
         return {
             "state": self._state.value,
+            "health": self._health(alive).value if running else None,
             "expected_worker_nodes": self.plan.nodes_at_start,
             "alive_worker_nodes": alive,
             "degraded": running and alive < self.plan.nodes_at_start,
+            "resubmits": len(self._resubmits),
             "dead_worker_nodes": [
                 {"node_id": v.node_id, "partition": v.labels.get(LABEL_PARTITION), "reason": v.death_reason}
                 for v in self._dead_nodes.values()
             ],
         }
+
+    def _health(self, alive: int) -> Health:
+        if self._heal_failure is not None:
+            return Health.FAILED
+        if self._healing:
+            return Health.HEALING
+        job_lost = not self.plan.autoscaling and self._job_thread is not None and not self._job_thread.is_alive()
+        return Health.READY if alive >= self.plan.nodes_at_start and not job_lost else Health.DEGRADED
 
     # ----------------------------------------------------------------- env
     def _export_env(self) -> None:

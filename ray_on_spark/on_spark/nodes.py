@@ -36,6 +36,11 @@ def newest_per_partition(views: List[NodeView]) -> List[NodeView]:
     return sorted(newest.values(), key=lambda v: partition_order(v.labels.get(LABEL_PARTITION, "")))
 
 
+def started_since(views: List[NodeView], since_ms: int) -> List[NodeView]:
+    """The nodes among ``views`` that started at or after ``since_ms`` (epoch ms): a new job's, not a lost one's."""
+    return [v for v in views if v.start_time_ms >= since_ms]
+
+
 def newly_dead(views: List[NodeView], cluster_id: str, known: Container[str]) -> List[NodeView]:
     """This cluster's worker nodes that died and are not in ``known`` yet."""
     return [v for v in views if not v.is_head and not v.alive and v.labels.get(LABEL_CLUSTER) == cluster_id

@@ -145,6 +145,10 @@ class ClusterPlan:
     idle_timeout_minutes: float = 1.0
     #: Added to every Ray node's environment, head and workers (the start hook's custom_environment_variables()).
     node_env: Dict[str, str] = field(default_factory=dict)
+    #: When the barrier job is lost (an executor died, Spark ended the stage), it is submitted
+    #: again as soon as Spark has the slots, at most this many times per window; then an error.
+    max_job_resubmits: int = 5
+    resubmit_window_s: float = 600.0
 
     @property
     def autoscaling(self) -> bool:

@@ -30,6 +30,7 @@ from ray_on_spark.on_spark.ray_start import LABEL_CLUSTER, LABEL_CTIME, LABEL_PA
 from ray_on_spark.runtime import host
 from ray_on_spark.runtime.host import executor_key, host_ip_towards
 from ray_on_spark.runtime.private import short_alias
+from ray_on_spark.runtime.restarts import RestartPolicy
 from ray_on_spark.runtime.supervised import SupervisedProcess, supervisor_command
 from ray_on_spark.runtime.supervisor import EXIT_HEAD_LOST, EXIT_PARENT_LOST, EXIT_TERMINATED
 
@@ -140,6 +141,7 @@ def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
     # unless it keeps dying (then the task fails, visibly, instead of looping).
     assert node is not None
     deaths: List[float] = []
+    policy = RestartPolicy(plan.max_restarts, plan.restart_window_s)
     while True:
         rc = node.proc.wait()
         reason = node.rest()
@@ -147,8 +149,9 @@ def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
             yield json.dumps({"partition": partition, "status": "stopped", "reason": reason})
             return
         now = time.monotonic()
-        deaths = [t for t in deaths if now - t < plan.restart_window_s] + [now]
-        if len(deaths) > plan.max_restarts:
+        allowed = policy.allows(deaths, now)
+        deaths = policy.recent(deaths, now) + [now]
+        if not allowed:
             raise WorkerNodesStartError(
                 f"{where} died {len(deaths)} times within {plan.restart_window_s:.0f}s; not restarting it again. "
                 f"Last exit (supervisor code {rc}): {reason[-2000:]}"

@@ -11,7 +11,8 @@ importing each other.
 * ``ports``       -- free ports chosen by the OS; probing a port
 * ``waiting``     -- the one deadline loop (``wait_until``) every wait goes through
 * ``private``     -- private (0700) dirs and (0600) files, the user's cache dir
-* ``host``        -- facts of this host: memory, /dev/shm, its IP towards another host
+* ``host``        -- facts of this host: memory, /dev/shm, its IP towards another host; RAY_ON_SPARK_* overrides
+* ``restarts``    -- the one restart cap (failures per sliding window) of every restart loop
 * ``switches``    -- the library's on/off environment variables
 * ``units``       -- memory sizes: parsing ``2g`` / ``512MB`` and printing them
 """
