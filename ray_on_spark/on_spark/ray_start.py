@@ -190,3 +190,20 @@ def node_env(*, auth_token: Optional[str], gpus: Optional[Sequence[str]], temp_d
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+#: How often ``ray start --address`` asks the GCS for the head node's info, 2 s apart (Ray's default 20).
+HEAD_INFO_RETRIES_ENV = "RAY_NUM_REDIS_GET_RETRIES"
+
+
+def worker_patience_env(start_timeout: float) -> Dict[str, str]:
+    """A worker node waits for the head's raylet to register as long as setup waits, not Ray's fixed 40 s.
+
+    Worker nodes start while the head is still coming up (in parallel, not after it). A
+    worker's ``ray start`` connects once the GCS answers, then asks it for the head node,
+    which appears only when the head's raylet registers; Ray gives up after 20 tries 2 s
+    apart ("No node info found for head node in GCS"). On a loaded host (a previous cluster
+    still being torn down) the head's raylet took longer than that once in CI.
+    """
+    return {HEAD_INFO_RETRIES_ENV: str(max(20, int(start_timeout / 2) + 1))}
+

@@ -87,8 +87,9 @@ def launch_node(
         collect_logs_to=collect_logs_path(plan.collect_log_dir, f"ray-worker-{plan.cluster_id}-p{partition}"),
         cleanup_links=[alias] if alias else [],
     )
-    return SupervisedProcess(cmd, ray_start.node_env(auth_token=plan.auth_token, gpus=gpus, temp_dir=temp_dir,
-                                                      extra=plan.node_env))
+    env = ray_start.node_env(auth_token=plan.auth_token, gpus=gpus, temp_dir=temp_dir, extra=plan.node_env)
+    env.update(ray_start.worker_patience_env(plan.start_timeout))
+    return SupervisedProcess(cmd, env)
 
 
 def collect_logs_path(collect_dir: Optional[str], name: str) -> Optional[str]:

@@ -129,6 +129,7 @@ print("CLIENT " + json.dumps({"second": second, "worker_nodes": len([n for n in 
 """
 
 
+@pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_global_cluster_serves_other_drivers_and_stops_on_sigterm(standalone, tmp_path):
     """setup_global_ray_cluster blocks; other drivers connect through the private state dir; SIGTERM ends it."""
     import signal

@@ -236,6 +236,7 @@ def test_a_lost_executor_is_replaced_and_stop_spark_cleans_up(spark, before):
     assert not _our_dirs() - before["dirs"]
 
 
+@pytest.mark.any_spark  # Ray-level: a `ray start` cluster's address; init_spark's Spark side runs on both
 def test_init_spark_against_an_existing_ray_cluster_address(tmp_path):
     """Separate drivers connect to a Ray head started with ``ray start`` (given by address)."""
     import subprocess

@@ -254,3 +254,11 @@ def test_node_env_carries_the_token_or_disables_auth_and_pins_the_gpus():
     without = node_env(auth_token=None, gpus=[], temp_dir="/t", base=base)
     assert without["RAY_AUTH_MODE"] == "disabled" and "RAY_AUTH_TOKEN" not in without
     assert without["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_worker_nodes_wait_for_the_heads_raylet_as_long_as_setup_waits():
+    """Ray's own patience is 20 tries x 2 s = 40 s; a 120 s setup gives its workers 61 tries (122 s)."""
+    from ray_on_spark.on_spark.ray_start import HEAD_INFO_RETRIES_ENV, worker_patience_env
+
+    assert worker_patience_env(120.0) == {HEAD_INFO_RETRIES_ENV: "61"}
+    assert worker_patience_env(10.0) == {HEAD_INFO_RETRIES_ENV: "20"}  # never less than Ray's default
