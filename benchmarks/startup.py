@@ -67,19 +67,29 @@ def _node_memory():
 
 
 def _worker_node_rss_mib() -> list:
-    """Summed RSS (MiB) of each Ray worker node's processes: the tree under each ``ray start --address``."""
+    """Summed RSS (MiB) of each Ray worker node's processes: the tree under each worker node's root --
+    our supervisor of a worker node (it watches the head's port), or a ``ray start --address`` of
+    ray.util.spark's (ours run under a supervisor and exit once the node is up)."""
     import psutil
 
-    out = []
+    roots = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info.get("cmdline") or []
-        if "start" in cmd and any(c.startswith("--address") for c in cmd) and "--head" not in cmd and \
-                any("ray" in c for c in cmd[:3]):
-            try:
-                tree = [p] + p.children(recursive=True)
+        ours = "ray_on_spark.runtime.supervisor" in cmd and "--watch-port" in cmd
+        theirs = "start" in cmd and any(c.startswith("--address") for c in cmd) and "--head" not in cmd and \
+            any("ray" in c for c in cmd[:3])
+        if ours or theirs:
+            roots.append(p)
+    out = []
+    seen = set()
+    for p in roots:
+        try:
+            tree = [q for q in [p] + p.children(recursive=True) if q.pid not in seen]
+            seen.update(q.pid for q in tree)
+            if tree:
                 out.append(sum(q.memory_info().rss for q in tree) / 2**20)
-            except psutil.Error:
-                continue
+        except psutil.Error:
+            continue
     return sorted(out)
 
 

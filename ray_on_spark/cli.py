@@ -145,12 +145,12 @@ def _connection_flags(p: argparse.ArgumentParser) -> None:
 def cmd_start(args: argparse.Namespace) -> int:
     from ray_on_spark import _ray
     from ray_on_spark.on_spark import api, arguments, global_cluster
-    from ray_on_spark.runtime.host import host_memory_bytes
+    from ray_on_spark.runtime.host import driver_host_memory_bytes
 
     kwargs = {name: getattr(args, name) for name, _, _ in START_OPTIONS if getattr(args, name) is not None}
     kwargs["strict_mode"] = args.strict_mode
     # Every value is checked before a JVM starts: a mistake costs a second, not a SparkSession.
-    arguments.check_arguments(known_options=_ray.ray_start_option_names(), host_memory=host_memory_bytes(),
+    arguments.check_arguments(known_options=_ray.ray_start_option_names(), host_memory=driver_host_memory_bytes(),
                               is_global=True, **kwargs)
     spark, ours = _spark_session(args.master, args.conf)
     try:

@@ -45,11 +45,15 @@ logger = logging.getLogger(__name__)
 _ENV_KEYS = ("RAY_ADDRESS", _ray.AUTH_MODE_ENV, _ray.AUTH_TOKEN_ENV, _ray.AUTH_TOKEN_PATH_ENV)
 
 
-class ClusterState(str, enum.Enum):
-    """A cluster's life: new -> starting -> running -> stopping -> stopped (a failed start goes to stopped too).
+class _Named(str, enum.Enum):
+    """A ``str`` enum that prints as its value, so ``cluster.state == "running"`` reads as it always did."""
 
-    A ``str`` enum, so ``cluster.state == "running"`` reads as it always did.
-    """
+    def __str__(self) -> str:
+        return self.value
+
+
+class ClusterState(_Named):
+    """A cluster's life: new -> starting -> running -> stopping -> stopped (a failed start goes to stopped too)."""
 
     NEW = "new"
     STARTING = "starting"
@@ -57,11 +61,8 @@ class ClusterState(str, enum.Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Health(str, enum.Enum):
+class Health(_Named):
     """A running cluster's worker nodes: all there (ready), some missing (degraded), the lost barrier
     job submitted again and its nodes not all back yet (healing), or given up on (failed)."""
 
@@ -69,9 +70,6 @@ class Health(str, enum.Enum):
     DEGRADED = "degraded"
     HEALING = "healing"
     FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -146,9 +146,13 @@ def head_command(
     *, host: str, port: int, client_server_port: int, dashboard: Optional[Tuple[str, int]], shape: NodeShape,
     temp_dir: str, labels: Mapping[str, str], options: Mapping[str, object], autoscaling_config: Optional[str] = None,
 ) -> List[str]:
-    """``ray start --head --block`` for the driver; ``dashboard`` is (host, port), or None for no dashboard."""
+    """``ray start --head`` for the driver; ``dashboard`` is (host, port), or None for no dashboard.
+
+    No ``--block``: that CLI process would stay up for the node's life (117 MiB RSS) only to
+    watch its children, which the supervisor (their subreaper) does anyway.
+    """
     cmd = [
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
         f"--node-ip-address={host}", f"--port={port}", f"--ray-client-server-port={client_server_port}",
         *_common_args(shape, temp_dir, labels),
     ]
@@ -164,9 +168,9 @@ def head_command(
 def worker_command(
     *, head_address: str, shape: NodeShape, temp_dir: str, labels: Mapping[str, str], options: Mapping[str, object],
 ) -> List[str]:
-    """``ray start --block --address=<head>`` for a worker node in a Spark task."""
+    """``ray start --address=<head>`` for a worker node in a Spark task (no ``--block``: see :func:`head_command`)."""
     return [
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--block", f"--address={head_address}",
+        sys.executable, "-m", "ray.scripts.scripts", "start", f"--address={head_address}",
         *_common_args(shape, temp_dir, labels), *to_cli_args(options),
     ]
 

@@ -5,7 +5,7 @@ Flow of every task (all tasks of the barrier stage run it together):
 1. describe its host (memory, /dev/shm, which executor it runs in) and
    ``allGather`` the descriptions, so each task knows how many Ray nodes and executors
    share its host and can compute a memory share that never overcommits the host;
-2. start a :mod:`ray_on_spark.runtime.supervisor` that runs ``ray start --block`` with the
+2. start a :mod:`ray_on_spark.runtime.supervisor` that runs ``ray start`` with the
    task's CPUs, its GPU *addresses* and that memory share, and wait for READY/FAILED;
 3. ``allGather`` the outcome: if any node failed, every task stops its node and
    *returns* the errors, so the driver gets the real error text at once (raising would
@@ -61,7 +61,7 @@ def launch_node(
     plan: WorkerPlan, partition: object, num_cpus: int, gpus: List[str], share: resources.MemoryShare,
     extra_resources: Optional[Dict[str, float]] = None,
 ) -> SupervisedProcess:
-    """Start one supervised ``ray start --block`` for this task (a fresh private temp dir each time)."""
+    """Start one supervised ``ray start`` for this task (a fresh private temp dir each time)."""
     temp_dir = tempfile.mkdtemp(prefix=f"ros-{plan.cluster_id}-w{partition}-", dir=plan.temp_root)
     # The supervisor fills in its own pid and create time (unknown until it runs), so
     # the driver can find and verify it through the node's labels.

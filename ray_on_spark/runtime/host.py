@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import psutil
 
@@ -95,28 +95,29 @@ def env_bytes(name: str, environ: Optional[Mapping[str, str]] = None) -> Optiona
     return env_count(name, environ, minimum=1, example="17179869184 (16 GiB)")
 
 
+def _bytes_or_detected(name: str, detect: Callable[[], int], environ: Optional[Mapping[str, str]]) -> int:
+    override = env_bytes(name, environ)
+    return override if override is not None else detect()
+
+
 def worker_host_memory_bytes(environ: Optional[Mapping[str, str]] = None) -> int:
     """This Spark worker host's memory: ``RAY_ON_SPARK_WORKER_PHYSICAL_MEMORY_BYTES`` or detected."""
-    override = env_bytes(WORKER_PHYSICAL_MEMORY_ENV, environ)
-    return override if override is not None else host_memory_bytes()
+    return _bytes_or_detected(WORKER_PHYSICAL_MEMORY_ENV, host_memory_bytes, environ)
 
 
 def worker_shm_bytes(environ: Optional[Mapping[str, str]] = None) -> int:
     """This Spark worker host's /dev/shm: ``RAY_ON_SPARK_WORKER_SHARED_MEMORY_BYTES`` or detected."""
-    override = env_bytes(WORKER_SHARED_MEMORY_ENV, environ)
-    return override if override is not None else shm_bytes()
+    return _bytes_or_detected(WORKER_SHARED_MEMORY_ENV, shm_bytes, environ)
 
 
 def driver_host_memory_bytes(environ: Optional[Mapping[str, str]] = None) -> int:
     """The driver host's memory: ``RAY_ON_SPARK_DRIVER_PHYSICAL_MEMORY_BYTES`` or detected."""
-    override = env_bytes(DRIVER_PHYSICAL_MEMORY_ENV, environ)
-    return override if override is not None else host_memory_bytes()
+    return _bytes_or_detected(DRIVER_PHYSICAL_MEMORY_ENV, host_memory_bytes, environ)
 
 
 def driver_shm_bytes(environ: Optional[Mapping[str, str]] = None) -> int:
     """The driver host's /dev/shm: ``RAY_ON_SPARK_DRIVER_SHARED_MEMORY_BYTES`` or detected."""
-    override = env_bytes(DRIVER_SHARED_MEMORY_ENV, environ)
-    return override if override is not None else shm_bytes()
+    return _bytes_or_detected(DRIVER_SHARED_MEMORY_ENV, shm_bytes, environ)
 
 
 def slow_storage_allowed(environ: Optional[Mapping[str, str]] = None) -> bool:

@@ -1,7 +1,9 @@
 """The node supervisor: one small process per Ray node that owns the node's process tree.
 
 Started by the driver (for the head) and by each barrier Spark task (for a worker
-node) as ``python -m ray_on_spark.runtime.supervisor [options] -- ray start --block ...``.
+node) as ``python -m ray_on_spark.runtime.supervisor [options] -- ray start ...``. ``ray start``
+without ``--block`` exits once the node is up; its processes are then the supervisor's
+(adopted), and the raylet stands for the node: when it dies the node is torn down.
 
 Why a separate process: Spark kills a cancelled task's Python worker with SIGKILL and
 Ray's processes would survive it as orphans.  The supervisor
@@ -168,9 +170,18 @@ class Supervisor:
         deadline = time.monotonic() + self.args.start_timeout
         code = EXIT_TERMINATED
         reason = "terminated"
+        detached = False  # the command exited once up, leaving the node to us (``ray start`` without --block)
         while not self.stopping:
-            rc = self.child.poll()
+            rc = None if detached else self.child.poll()
             if rc is not None:
+                if rc == 0 and not ready and any(m in _tail(self.args.log, 8000) for m in markers):
+                    ready = True
+                    raylets = self._raylets()
+                    self._say("READY")
+                if rc == 0 and ready and raylets and any(r.alive() for r in raylets):
+                    # Its processes are ours now (we are their subreaper); the raylet stands for the node.
+                    detached = True
+                    continue
                 if ready:
                     code, reason = EXIT_NODE_DIED, f"{what} exited with code {rc}"
                 else:
@@ -189,8 +200,8 @@ class Supervisor:
                     code, reason = EXIT_START_FAILED, f"{what} not up after {self.args.start_timeout:.0f}s"
                     break
             elif raylets and not any(r.alive() for r in raylets):
-                # ray start --block notices a dead raylet only after stopping the rest one
-                # by one; we tear the node down at once so the task can restart it.
+                # The raylet is the node: when it is gone, tear the rest down at once so the
+                # task can restart the node (``ray start --block`` would stop them one by one).
                 code, reason = EXIT_NODE_DIED, "the node's raylet died"
                 break
             if self.args.watch_host:

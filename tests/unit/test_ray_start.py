@@ -236,8 +236,9 @@ def test_head_and_worker_commands_share_resources_ports_and_labels_and_end_with_
     for cmd in (head, worker):
         assert cmd[-1] == "--log-style=record"  # the user's options come last
         for arg in ("--num-cpus=2", "--num-gpus=1", "--memory=1000", "--object-store-memory=500", "--temp-dir=/t",
-                    "--min-worker-port=0", "--max-worker-port=0", "--labels=ray-on-spark-cluster=c1", "--block"):
+                    "--min-worker-port=0", "--max-worker-port=0", "--labels=ray-on-spark-cluster=c1"):
             assert arg in cmd, (arg, cmd)
+        assert "--block" not in cmd  # the supervisor watches the node; a blocking CLI would only cost memory
     assert "--head" in head and "--port=6380" in head and "--dashboard-port=8265" in head
     assert "--address=10.0.0.1:6380" in worker and "--head" not in worker
     assert "--include-dashboard=false" in head_command(host="h", port=1, client_server_port=2, dashboard=None, **common)

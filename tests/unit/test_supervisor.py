@@ -1,5 +1,5 @@
 """Tests of the node supervisor with real processes (a tiny Python command stands in for
-``ray start --block``).  No Spark, no Ray.
+``ray start``, with and without ``--block``).  No Spark, no Ray.
 
 Every process a test starts (directly or through the supervisor) is recorded with its
 create time and killed at teardown if it is still there, whatever the test's outcome.
@@ -8,7 +8,9 @@ create time and killed at teardown if it is still there, whatever the test's out
 from __future__ import annotations
 
 import json
+import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -65,6 +67,16 @@ mid.wait()
 print(json.dumps({"child": os.getpid(), "grandchild": orphan, "argv": sys.argv[1:]}), flush=True)
 print("Ray runtime started.", flush=True)
 time.sleep(600)
+"""
+
+# `ray start` without --block: starts its "raylet" (argv[1], a copy of sleep named raylet), prints
+# the marker and exits 0, leaving the node to the supervisor (the raylet's new parent, a subreaper).
+DETACHING_NODE_CODE = r"""
+import json, os, subprocess, sys
+raylet = subprocess.Popen([sys.argv[1], "600"])
+print(json.dumps({"child": os.getpid(), "grandchild": raylet.pid, "argv": sys.argv[1:]}), flush=True)
+print("Ray runtime started.", flush=True)
+sys.exit(0)
 """
 
 FAIL_EARLY_CODE = r"""
@@ -446,6 +458,21 @@ def test_orphaned_descendants_are_adopted_and_torn_down(processes, tmp_path):
     sup.proc.send_signal(signal.SIGTERM)
     assert sup.proc.wait(GONE_TIMEOUT) == EXIT_TERMINATED
     assert _wait_gone(tree) == []
+
+
+def test_a_command_that_exits_once_up_leaves_the_node_to_the_supervisor_until_its_raylet_dies(processes, tmp_path):
+    raylet = tmp_path / "raylet"
+    shutil.copy("/bin/sleep", raylet)
+    sup = processes.start(_supervisor_cmd(tmp_path / "log", code=DETACHING_NODE_CODE, args=(str(raylet),)))
+    assert sup.next_line() == "READY", sup.seen
+    pid = _node_info(tmp_path / "log")["grandchild"]
+    processes.track(pid)
+    time.sleep(1.0)
+    assert sup.proc.poll() is None  # its command exited 0, and it goes on supervising the node
+    assert psutil.Process(pid).ppid() == sup.proc.pid  # adopted by the subreaper
+    os.kill(pid, signal.SIGKILL)
+    assert sup.proc.wait(GONE_TIMEOUT) == EXIT_NODE_DIED
+    assert "the node's raylet died" in sup.rest()
 
 
 def test_missing_double_dash_is_a_usage_error():
