@@ -11,6 +11,6 @@ setup(
     python_requires=">=3.9",
     install_requires=["pyspark>=3.5,<5", "ray[default]>=2.52", "psutil"],
     extras_require={
-        "test": ["pytest", "pyarrow", "pandas", "nbclient", "nbformat", "ipykernel", "ruff"],
+        "test": ["pytest", "pyarrow", "pandas", "nbclient", "nbformat", "ipykernel", "ruff", "grpcio-status", "zstandard"],
     },
 )
