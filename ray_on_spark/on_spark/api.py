@@ -207,7 +207,7 @@ def _plan(**kwargs: Any) -> Tuple["SparkSession", plan.ClusterPlan, Any]:
 def _executor_cores_from_slots(sc: "SparkContext", facts: plan.SparkFacts, wait: float) -> Optional[int]:
     """An executor's cores when spark.executor.cores is unset (standalone: the whole worker): its task
     slots x spark.task.cpus, averaged over the registered executors (waiting up to ``wait`` for one)."""
-    if facts.master_kind == "local" or facts.dynamic_allocation:
+    if not facts.stage_level_scheduling:  # a node is then one task, whatever an executor has
         return None
     slots = spark_env.wait_for_slots(sc, 1, None, wait)
     executors = spark_env.executor_count(sc)

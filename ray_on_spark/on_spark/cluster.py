@@ -219,9 +219,13 @@ class RayClusterOnSpark:
         return self
 
     def _dashboard_created(self) -> None:
-        """Once the dashboard answers (a deadline, then a warning), tell the start hook its port."""
+        """Once the dashboard answers (a deadline, then a warning), tell the start hook its port.
+
+        Setup waits for the dashboard only for a hook that uses the moment (Databricks' shows the
+        link): nobody else needs it up before setup returns.
+        """
         ends = self._endpoints
-        if ends is None or ends.dashboard_port is None:
+        if ends is None or ends.dashboard_port is None or not hooks.overrides(self.hook, "on_ray_dashboard_created"):
             return
         host = self.plan.head.dashboard_host
         probe_host = self.plan.head.host if host in ("0.0.0.0", "") else host

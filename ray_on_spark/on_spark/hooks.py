@@ -106,6 +106,18 @@ def load_start_hook(is_global: bool, environ: Optional[Mapping[str, str]] = None
     return RayOnSparkStartHook(is_global)
 
 
+def overrides(hook: Any, method: str) -> bool:
+    """Whether ``hook`` does something at ``method``'s moment (not only our base's, or Ray's, no-op)."""
+    function = getattr(type(hook), method, None)
+    if not callable(function) or function is getattr(RayOnSparkStartHook, method):
+        return False
+    try:
+        from ray.util.spark.start_hook_base import RayOnSparkStartHook as RaysBase
+    except ImportError:  # pragma: no cover  (ray[default] has it)
+        return True
+    return function is not getattr(RaysBase, method, None)
+
+
 def call(hook: Any, method: str, *args: Any) -> Any:
     """``hook.method(*args)`` when the hook has that method (a user class need not define them all)."""
     function = getattr(hook, method, None)

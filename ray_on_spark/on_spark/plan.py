@@ -53,6 +53,12 @@ class SparkFacts:
     worker_cpus_override: Optional[int] = None
     worker_gpus_override: Optional[int] = None
 
+    @property
+    def stage_level_scheduling(self) -> bool:
+        """Whether Spark can give a task a resource profile of its own (not in local mode, not with
+        dynamic allocation): what lets a worker node be a whole executor."""
+        return self.master_kind != "local" and not self.dynamic_allocation
+
 
 @dataclass(frozen=True)
 class WorkerShape:
@@ -190,9 +196,8 @@ def worker_shape(args: SetupArgs, facts: SparkFacts) -> WorkerShape:
     ``RAY_ON_SPARK_WORKER_CPU_CORES`` / ``_GPU_NUM`` say. Without stage-level scheduling
     (local mode, dynamic allocation) a node is one task (spark.task.cpus, its GPUs).
     """
-    stage_level = facts.master_kind != "local" and not facts.dynamic_allocation
     cpus, gpus = facts.task_cpus, facts.task_gpus
-    if stage_level:
+    if facts.stage_level_scheduling:
         cpus = next(v for v in (facts.worker_cpus_override, facts.executor_cores, cpus) if v is not None)
         gpus = next(v for v in (facts.worker_gpus_override, facts.executor_gpus if facts.executor_gpus_configured
                                 else None, gpus) if v is not None)

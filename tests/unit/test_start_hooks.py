@@ -151,3 +151,16 @@ def test_idle_time_that_cannot_be_read_turns_auto_shutdown_off_and_says_so(monke
         hook.on_cluster_created(object())  # no watcher is started: the cluster object is never read
     assert "the notebook's idle time cannot be read" in caplog.text and "auto-shutdown is off" in caplog.text
     sys.modules.pop("dbruntime", None)
+
+
+def test_only_a_hook_that_uses_a_moment_makes_setup_wait_for_it():
+    """Setup waits for the dashboard only when the hook does something once it is up."""
+    from ray.util.spark.start_hook_base import RayOnSparkStartHook as RaysBase
+
+    class Quiet(RaysBase):
+        pass
+
+    assert not hooks.overrides(hooks.RayOnSparkStartHook(), "on_ray_dashboard_created")
+    assert not hooks.overrides(Quiet(False), "on_ray_dashboard_created")
+    assert not hooks.overrides(object(), "on_ray_dashboard_created")
+    assert hooks.overrides(databricks.DatabricksStartHook(False, {}), "on_ray_dashboard_created")
