@@ -14,6 +14,8 @@ from typing import Dict, Iterable, Iterator, Set, Tuple
 
 import psutil
 
+from ray_on_spark.testing.local_standalone import STANDALONE
+
 RAY_MARKERS = (
     "ray_on_spark.runtime.supervisor",
     "ray.scripts.scripts",
@@ -51,7 +53,7 @@ def ray_processes() -> Set[Proc]:
             if p.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             cmd = " ".join(p.info["cmdline"] or []) or (p.info["name"] or "")
-            if any(m in cmd for m in RAY_MARKERS):
+            if any(m in cmd for m in RAY_MARKERS) and f"--what {STANDALONE}" not in cmd:
                 found.add((p.info["pid"], p.info["create_time"], cmd[:160]))
         except psutil.Error:
             continue

@@ -1,8 +1,10 @@
 """A real Spark standalone cluster (master + workers) on 127.0.0.1, from pyspark's jars.
 
 Used by the tests (session fixture), the demo and the benchmarks.  Each daemon is
-started with ``spark-class`` in its own process group, readiness comes from the
-master's JSON endpoint, and ``stop()`` ends exactly the processes it started.
+started with ``spark-class`` under the library's node supervisor (the one that runs Ray
+nodes), so it goes with the process that started it even when that process is SIGKILLed
+(a benchmark or test run cut off by its timeout); readiness comes from the master's JSON
+endpoint, and ``stop()`` ends exactly the processes it started.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List
 
 from ray_on_spark.runtime import procs
 from ray_on_spark.runtime.ports import free_ports
+from ray_on_spark.runtime.supervised import SupervisedProcess, supervisor_command
 from ray_on_spark.runtime.waiting import wait_until
 from ray_on_spark.spark_env import java_env, spark_home
 
@@ -27,6 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
+
+#: How this cluster's supervisors name their daemons (``--what``); tests that count the
+#: library's processes leave these out, as they are the test's Spark, not the library's.
+STANDALONE = "Spark standalone"
 
 
 class LocalStandaloneSpark:
@@ -44,15 +50,19 @@ class LocalStandaloneSpark:
         self.host = host
         self.work_dir = tempfile.mkdtemp(prefix="ros-spark-")
         self._procs: List[subprocess.Popen] = []
-        self._records: List[procs.ProcessRecord] = []
+        self._supervised: List[SupervisedProcess] = []
         self.master_port, self.master_ui_port = free_ports(2, host)
         self.master_url = f"spark://{host}:{self.master_port}"
 
-    def _spawn(self, name: str, args: List[str], env: Dict[str, str]) -> None:
-        log = open(os.path.join(self.work_dir, f"{name}.log"), "wb")
-        cmd = [os.path.join(spark_home(), "bin", "spark-class"), *args]
-        p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self._procs.append(p)
+    def _spawn(self, name: str, args: List[str], env: Dict[str, str], ready_marker: str, timeout: float) -> None:
+        """Start one daemon under a supervisor that ends its whole tree (executors included)
+        when it is told to, or when this process dies."""
+        command = [os.path.join(spark_home(), "bin", "spark-class"), *args]
+        cmd = supervisor_command(command, log=os.path.join(self.work_dir, f"{name}.log"), cleanup_dir="",
+                                 start_timeout=timeout, what=f"{STANDALONE} {name}", ready_marker=ready_marker)
+        sp = SupervisedProcess(cmd, env, what=f"{STANDALONE} {name}")
+        self._supervised.append(sp)
+        self._procs.append(sp.proc)
 
     def state(self) -> dict:
         with urllib.request.urlopen(f"http://{self.host}:{self.master_ui_port}/json", timeout=2) as r:
@@ -74,7 +84,8 @@ class LocalStandaloneSpark:
         })
         try:
             self._spawn("master", ["org.apache.spark.deploy.master.Master", "--host", self.host,
-                                   "--port", str(self.master_port), "--webui-port", str(self.master_ui_port)], env)
+                                   "--port", str(self.master_port), "--webui-port", str(self.master_ui_port)], env,
+                        "Starting Spark master", timeout)
             self._wait(lambda: self.alive_workers() >= 0, timeout, "the Spark master's web UI")
             for i in range(self.num_workers):
                 (ui_port,) = free_ports(1, self.host)
@@ -86,7 +97,8 @@ class LocalStandaloneSpark:
                     )
                 self._spawn(f"worker{i}", ["org.apache.spark.deploy.worker.Worker", "--host", self.host,
                                            "--cores", str(self.cores), "--memory", self.memory,
-                                           "--webui-port", str(ui_port), self.master_url], worker_env)
+                                           "--webui-port", str(ui_port), self.master_url], worker_env,
+                            "Starting Spark worker", timeout)
             self._wait(lambda: self.alive_workers() >= self.num_workers, timeout, f"{self.num_workers} Spark workers")
         except BaseException:
             self.stop()
@@ -110,16 +122,15 @@ class LocalStandaloneSpark:
         wait_until(probe, timeout=timeout, what=f"{what} (logs in {self.work_dir})", poll=0.2, check=check)
 
     def stop(self) -> None:
-        """Stop the workers (and the executors they run) and the master; remove work dirs."""
+        """Stop the workers (and the executors they run) and the master; remove work dirs.
+
+        Each supervisor, on SIGTERM, ends its daemon's whole tree (it is their subreaper)."""
         records: List[procs.ProcessRecord] = []
         for p in self._procs:
             records += procs.tree(p.pid)
         for p in reversed(self._procs):
             if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except OSError:
-                    pass
+                p.terminate()
         left = procs.wait_gone(records, 15)
         if left:
             procs.terminate(left, grace=1)
@@ -129,6 +140,7 @@ class LocalStandaloneSpark:
             except subprocess.TimeoutExpired:
                 pass
         self._procs = []
+        self._supervised = []
         if not os.environ.get("RAY_ON_SPARK_KEEP_SPARK_LOGS"):
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
