@@ -32,11 +32,12 @@ $(VENV)/.installed: setup.py
 demo: setup
 	$(PY) -m ray_on_spark.demo
 
-# The lint, then every test on pyspark 4: tests/unit first (no Spark, no Ray; seconds), then
+# The lint, then every test on pyspark 4: tests/unit first (no Spark, no Ray; seconds), the
+# multi-host rig's own tests (tests/multihost: Linux namespaces, needs root; seconds), then
 # tests/integration (real clusters); then, on pyspark 3.5, the integration tests that depend on
 # the pyspark version (all but those marked `any_spark`; see tests/conftest.py).
 test: lint
-	$(MAKE) --no-print-directory suite PYSPARK_VERSION=4 SUITE="tests/unit tests/integration"
+	$(MAKE) --no-print-directory suite PYSPARK_VERSION=4 SUITE="tests/unit tests/multihost tests/integration"
 	$(MAKE) --no-print-directory suite PYSPARK_VERSION=3.5 SUITE="tests/integration -m 'not any_spark'"
 
 suite: setup

@@ -93,16 +93,81 @@ def _worker_node_rss_mib() -> list:
     return sorted(out)
 
 
+#: The start-up phases the breakdown prints, each as seconds from the setup call to its end.
+PHASES = ("head_launch", "head_raylet", "worker_launch", "worker_raylet", "returned", "all_seen", "host_cpu_s")
+
+
+def _head_supervisor_ctime() -> float:
+    """Create time of our head's supervisor (this process's child that watches no head port), or NaN."""
+    import psutil
+
+    for child in psutil.Process().children():
+        try:
+            cmd = child.cmdline()
+            if "ray_on_spark.runtime.supervisor" in cmd and "--watch-port" not in cmd and "--what" not in cmd:
+                return child.create_time()
+        except psutil.Error:
+            continue
+    return float("nan")
+
+
+def _phases(t0_wall: float, returned_wall: float, launched_wall: float = float("nan"),
+            head_launch_wall: float = float("nan")) -> dict:
+    """Where set-up's seconds went, from the GCS's node table (read through the connected driver).
+
+    * ``head_launch``: the head's ``ray start`` began (ours: its supervisor's create time, a child
+      of this process; the floor: at once);
+    * ``head_raylet``: the head's raylet registered (its ``start_time_ms``);
+    * ``worker_launch``: the last worker node's ``ray start`` began -- for ours, its supervisor's
+      create time (a node label); for the floor, when it was spawned; Spark's scheduling, the task's
+      Python worker and the barrier rounds are all before it;
+    * ``worker_raylet``: the last worker node's raylet registered (``ray start``'s import, its wait
+      for the head, the raylet's own start);
+    * ``returned``: the setup call returned; ``all_seen``: ``ray.init()`` saw every node;
+    * ``host_cpu_s`` (added by the caller): CPU seconds the host spent meanwhile, all cores, every process.
+    """
+    import ray
+
+    from ray_on_spark import _ray
+    from ray_on_spark.on_spark.ray_start import LABEL_CTIME
+
+    views = [v for v in _ray.list_nodes(ray._private.worker.global_worker.gcs_client) if v.alive]
+    head = [v.start_time_ms / 1000 for v in views if v.is_head]
+    workers = [v for v in views if not v.is_head]
+    ctimes = [int(v.labels[LABEL_CTIME]) / 1000 for v in workers if v.labels.get(LABEL_CTIME, "").isdigit()]
+    launch = max(ctimes) if ctimes else launched_wall
+    return {
+        "head_launch": head_launch_wall - t0_wall,
+        "head_raylet": (head[0] - t0_wall) if head else float("nan"),
+        "worker_launch": launch - t0_wall,
+        "worker_raylet": max(v.start_time_ms / 1000 for v in workers) - t0_wall if workers else float("nan"),
+        "returned": returned_wall - t0_wall,
+    }
+
+
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole host has been busy (all cores, every process), for "how much work was set-up"."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+
+
 def _run_library(setup, shutdown, n: int) -> dict:
     """Time one library's setup (until ray.init() sees every node) and shutdown (until no process is left)."""
     import ray
 
     baseline = ray_processes()
+    cpu0 = _busy_cpu_s()
     t0 = time.monotonic()
+    t0_wall = time.time()
     setup(max_worker_nodes=n, num_cpus_worker_node=1, num_gpus_worker_node=0)
+    returned_wall = time.time()
     ray.init()
     _wait_nodes(n + 1)
     setup_s = time.monotonic() - t0
+    phases = {**_phases(t0_wall, returned_wall, head_launch_wall=_head_supervisor_ctime()), "all_seen": setup_s,
+              "host_cpu_s": _busy_cpu_s() - cpu0}
     mem = _node_memory()
     rss = _worker_node_rss_mib()
     ray.shutdown()
@@ -113,7 +178,7 @@ def _run_library(setup, shutdown, n: int) -> dict:
     left = sorted(p[2][:80] for p in _new_procs(baseline))
     shutdown_s = returned + to_zero if not left else float("nan")
     return {"setup": setup_s, "shutdown": shutdown_s, "leftover": len(left), "mem": mem, "left_cmds": left,
-            "rss_mib": rss}
+            "rss_mib": rss, "phases": phases}
 
 
 def run_ours(n: int) -> dict:
@@ -152,7 +217,9 @@ def run_floor(n: int) -> dict:
     env.pop("RAY_ADDRESS", None)
     ray_cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats"]
     procs = []
+    cpu0 = _busy_cpu_s()
     t0 = time.monotonic()
+    t0_wall = time.time()
     dash_port, client_port = free_ports(2)
     procs.append(subprocess.Popen(ray_cmd + ["--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={tmp}/h",
                                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
@@ -174,6 +241,7 @@ def run_floor(n: int) -> dict:
                                                     "--dashboard-agent-listen-port=0"], env=env,
                                           stdout=open(f"{tmp}/w{i}.log", "w"), stderr=subprocess.STDOUT,
                                           start_new_session=True))
+        launched_wall = time.time()
         ray.init(address=address)
         try:
             _wait_nodes(n + 1, timeout=90)
@@ -183,6 +251,8 @@ def run_floor(n: int) -> dict:
                     print(f"--- floor {name}:\n" + open(os.path.join(tmp, name)).read()[-2000:])
             raise
         setup = time.monotonic() - t0
+        phases = {**_phases(t0_wall, launched_wall, launched_wall, t0_wall), "all_seen": setup,
+                  "host_cpu_s": _busy_cpu_s() - cpu0}
         ray.shutdown()
     finally:
         for p in procs:
@@ -194,7 +264,7 @@ def run_floor(n: int) -> dict:
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"setup": setup}
+    return {"setup": setup, "phases": phases}
 
 
 def scale(sizes: list, skip_theirs: bool) -> int:
@@ -270,7 +340,8 @@ def main() -> int:
                     r = fn(args.workers)
                     results[name].append(r)
                     print(f"rep {rep} {name:15s} " + " ".join(
-                        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
+                        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
+                        if k != "phases"), flush=True)
         finally:
             spark.stop()
 
@@ -287,7 +358,17 @@ def main() -> int:
         mem = results[name][0].get("mem", "")
         print(f"{name:16s}{med(name, 'setup'):10.2f}{med(name, 'shutdown'):12.2f}{med(name, 'leftover'):10.0f}  "
               + ", ".join(f"{h:.2f}/{o:.2f}" for h, o in mem))
-    print(f"ratio ours / ray.util.spark = {ours / theirs:.2f}; ours - floor = {ours - floor:+.2f} s")
+    print(f"ratio ours / ray.util.spark = {ours / theirs:.2f}; ours - floor = {ours - floor:+.2f} s; "
+          f"ours / floor = {ours / floor:.2f}")
+    print()
+    print("where setup's seconds go (median seconds from the setup call to the end of each phase; see _phases):")
+    print(f"{'':16s}" + "".join(f"{p:>15s}" for p in PHASES))
+    breakdown = {}
+    for name in ("ours", "ray.util.spark", "floor"):
+        rows = [r["phases"] for r in results[name] if "phases" in r]
+        if rows:
+            breakdown[name] = {p: round(statistics.median(r[p] for r in rows), 2) for p in PHASES}
+            print(f"{name:16s}" + "".join(f"{breakdown[name][p]:15.2f}" for p in PHASES))
     print(json.dumps({
         "ours_setup_s": round(ours, 2),
         "ray_util_spark_setup_s": round(theirs, 2),
@@ -296,6 +377,7 @@ def main() -> int:
         "ours_shutdown_s": round(med("ours", "shutdown"), 2),
         "ours_leftover_processes": med("ours", "leftover"),
         "ray_util_spark_leftover_processes": med("ray.util.spark", "leftover"),
+        "breakdown": breakdown,
     }))
     return 0
 

@@ -150,7 +150,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     kwargs = {name: getattr(args, name) for name, _, _ in START_OPTIONS if getattr(args, name) is not None}
     kwargs["strict_mode"] = args.strict_mode
     # Every value is checked before a JVM starts: a mistake costs a second, not a SparkSession.
-    arguments.check_arguments(known_options=_ray.ray_start_option_names(), host_memory=driver_host_memory_bytes(),
+    arguments.check_arguments(known_options=_ray.ray_start_option_names, host_memory=driver_host_memory_bytes(),
                               is_global=True, **kwargs)
     spark, ours = _spark_session(args.master, args.conf)
     try:

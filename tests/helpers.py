@@ -19,6 +19,7 @@ from ray_on_spark.testing.local_standalone import STANDALONE
 RAY_MARKERS = (
     "ray_on_spark.runtime.supervisor",
     "ray.scripts.scripts",
+    "ray_on_spark.on_spark.join_head",
     "/ray/core/src/ray/raylet/raylet",
     "/ray/core/src/ray/gcs/gcs_server",
     "ray/dashboard/",

@@ -14,10 +14,13 @@ the sessions and clusters to stop puts Ray's own functions back.
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
+import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
 from ray_on_spark.runtime.switches import switched_on
 
@@ -63,22 +66,21 @@ def _to_spark(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def install() -> bool:
-    """Route Ray's entry points through ours (module doc) for one more user; False when left alone."""
+    """Route Ray's entry points through ours (module doc) for one more user; False when left alone.
+
+    When ``ray.data`` is not imported yet, it is not imported here (about a second of CPU,
+    on a cluster's start-up path): its functions are replaced the moment it is imported.
+    """
     global _users
     if not switched_on(ENV) or raydp_installed():
         return False
-    import ray.data
-    import ray.data.read_api
-    from ray.data import Dataset
-
     with _LOCK:
-        if _users == 0:
-            _originals.update(from_spark=ray.data.from_spark, read_api_from_spark=ray.data.read_api.from_spark,
-                              to_spark=Dataset.__dict__["to_spark"])
-            ray.data.from_spark = ray.data.read_api.from_spark = _from_spark(_originals["read_api_from_spark"])
-            Dataset.to_spark = _to_spark(_originals["to_spark"])
-            logger.debug("ray.data.from_spark and Dataset.to_spark go through ray_on_spark (RayDP is not installed)")
         _users += 1
+        if _users == 1:
+            if "ray.data" in sys.modules:
+                _patch()
+            else:
+                sys.meta_path.insert(0, _FINDER)
     return True
 
 
@@ -90,11 +92,57 @@ def uninstall() -> None:
             return
         _users -= 1
         if _users == 0:
-            import ray.data
-            import ray.data.read_api
-            from ray.data import Dataset
+            if _FINDER in sys.meta_path:
+                sys.meta_path.remove(_FINDER)
+            if _originals:
+                _unpatch()
 
-            ray.data.from_spark = _originals["from_spark"]
-            ray.data.read_api.from_spark = _originals["read_api_from_spark"]
-            Dataset.to_spark = _originals["to_spark"]
-            _originals.clear()
+
+def _patch() -> None:
+    """Replace Ray's functions with ours (``ray.data`` is imported; the caller holds the lock)."""
+    import ray.data
+    import ray.data.read_api
+    from ray.data import Dataset
+
+    _originals.update(from_spark=ray.data.from_spark, read_api_from_spark=ray.data.read_api.from_spark,
+                      to_spark=Dataset.__dict__["to_spark"])
+    ray.data.from_spark = ray.data.read_api.from_spark = _from_spark(_originals["read_api_from_spark"])
+    Dataset.to_spark = _to_spark(_originals["to_spark"])
+    logger.debug("ray.data.from_spark and Dataset.to_spark go through ray_on_spark (RayDP is not installed)")
+
+
+def _unpatch() -> None:
+    import ray.data
+    import ray.data.read_api
+    from ray.data import Dataset
+
+    ray.data.from_spark = _originals["from_spark"]
+    ray.data.read_api.from_spark = _originals["read_api_from_spark"]
+    Dataset.to_spark = _originals["to_spark"]
+    _originals.clear()
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds ``ray.data`` as Python would, and patches it as soon as its module has run."""
+
+    def find_spec(self, name: str, path: Optional[Sequence[str]], target: Any = None) -> Any:
+        if name != "ray.data":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run_module = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run_module(module)
+            with _LOCK:
+                if _users and not _originals:
+                    _patch()
+                if _FINDER in sys.meta_path:
+                    sys.meta_path.remove(_FINDER)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+_FINDER = _PatchOnImport()

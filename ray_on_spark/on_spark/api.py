@@ -150,7 +150,7 @@ def _plan(**kwargs: Any) -> Tuple["SparkSession", plan.ClusterPlan, Any]:
     The order: the arguments alone, the start hook, this process's state, then the Spark
     application. Returns the session, the plan and the start hook.
     """
-    args = arguments.check_arguments(known_options=_ray.ray_start_option_names(),
+    args = arguments.check_arguments(known_options=_ray.ray_start_option_names,
                                      host_memory=host.driver_host_memory_bytes(), **kwargs)
     host.driver_shm_bytes()  # a bad RAY_ON_SPARK_DRIVER_SHARED_MEMORY_BYTES is refused now
     hook = hooks.load_start_hook(args.is_global)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Union
 
 from ray_on_spark.on_spark.ray_start import HEAD_BLOCKED_KEYS, WORKER_BLOCKED_KEYS, validate_node_options
 from ray_on_spark.runtime.units import format_bytes, parse_memory
@@ -87,7 +87,7 @@ def _memory_arg(name: str, value: object) -> Optional[int]:
 
 def check_arguments(
     *,
-    known_options: Sequence[str],
+    known_options: Union[Sequence[str], Callable[[], Sequence[str]]],
     host_memory: int,
     max_worker_nodes: object,
     min_worker_nodes: object = None,
@@ -110,8 +110,10 @@ def check_arguments(
     is_global: bool = False,
     **kwargs: object,
 ) -> SetupArgs:
-    """Check every argument without Spark: ``known_options`` are ``ray start``'s option names,
-    ``host_memory`` this host's memory. Deprecated aliases are mapped (with a warning)."""
+    """Check every argument without Spark: ``known_options`` are ``ray start``'s option names
+    (or a function that returns them, called only when node options are given: reading them
+    imports Ray's CLI, a second of a setup that has no options to check), ``host_memory`` this
+    host's memory. Deprecated aliases are mapped (with a warning)."""
     for old, new in DEPRECATED.items():
         if old in kwargs:
             value = kwargs.pop(old)
@@ -143,6 +145,8 @@ def check_arguments(
             ("memory_worker_node", memory_worker_node), ("object_store_memory_worker_node", object_store_memory_worker_node),
             ("memory_head_node", memory_head_node), ("object_store_memory_head_node", object_store_memory_head_node))
     }
+    if callable(known_options):
+        known_options = known_options() if (head_node_options or worker_node_options) else ()
     args = SetupArgs(
         max_worker_nodes=max_worker_nodes,  # type: ignore[arg-type]
         min_worker_nodes=min_nodes,

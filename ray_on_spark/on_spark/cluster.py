@@ -200,10 +200,12 @@ class RayClusterOnSpark:
             self._start_head()
             if not self.plan.autoscaling:
                 self._start_job()
+            # ray.data.from_spark / Dataset.to_spark through ours (without RayDP). Its import of
+            # ray.data (~1 s of CPU) is done here, while the nodes start, not after they are up.
+            self._entry_points = ray_entry_points.install()
             self._wait_ready()
             self._dashboard_created()
             self._export_env()
-            self._entry_points = ray_entry_points.install()  # ray.data.from_spark / Dataset.to_spark without RayDP
             assert self._head is not None
             self._head_records = procs.tree(self._head.pid)
             with self._lock:

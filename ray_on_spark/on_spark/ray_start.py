@@ -20,6 +20,8 @@ LABEL_CLUSTER = "ray-on-spark-cluster"
 LABEL_PARTITION = "ray-on-spark-partition"
 LABEL_PID = "ray-on-spark-supervisor-pid"
 LABEL_CTIME = "ray-on-spark-supervisor-ctime-ms"
+#: The module a worker node's ``ray start`` runs through (see :func:`worker_command`).
+JOIN_HEAD_MODULE = "ray_on_spark.on_spark.join_head"
 #: Custom resource that carries an autoscaled node's provider id (``use_node_id_as_ip``; the head is 0).
 NODE_ID_RESOURCE = "NODE_ID_AS_RESOURCE"
 
@@ -167,11 +169,18 @@ def head_command(
 
 def worker_command(
     *, head_address: str, shape: NodeShape, temp_dir: str, labels: Mapping[str, str], options: Mapping[str, object],
+    head_wait_s: float = 120.0, head_on_this_host: bool = True,
 ) -> List[str]:
-    """``ray start --address=<head>`` for a worker node in a Spark task (no ``--block``: see :func:`head_command`)."""
+    """``ray start --address=<head>`` for a worker node in a Spark task (no ``--block``: see :func:`head_command`).
+
+    It runs through :mod:`ray_on_spark.on_spark.join_head`, which holds it until the head node
+    has registered (up to ``head_wait_s``) instead of letting Ray's 1-2 s retry sleeps do so,
+    and imports Ray's CLI meanwhile only where that takes no CPU from the head.
+    """
+    early = [] if head_on_this_host else ["--import-early"]
     return [
-        sys.executable, "-m", "ray.scripts.scripts", "start", f"--address={head_address}",
-        *_common_args(shape, temp_dir, labels), *to_cli_args(options),
+        sys.executable, "-m", JOIN_HEAD_MODULE, f"--address={head_address}", f"--wait={head_wait_s:g}", *early, "--",
+        "start", f"--address={head_address}", *_common_args(shape, temp_dir, labels), *to_cli_args(options),
     ]
 
 

@@ -130,3 +130,18 @@ def test_head_gpus_without_driver_addresses_are_a_count_as_in_ray():
     with pytest.raises(ValueError, match="num_gpus_head_node=2 but Spark assigned the driver 1 GPU"):
         _plan(_args(num_gpus_head_node=2), with_addresses)
     assert _plan(_args(num_gpus_head_node=1), with_addresses).head.gpu_addresses == ("7",)
+
+
+def test_ray_starts_option_names_are_read_only_when_node_options_need_checking():
+    asked = []
+
+    def names():
+        asked.append(1)
+        return KNOWN
+
+    arguments.check_arguments(known_options=names, host_memory=64 * GIB, max_worker_nodes=2)
+    assert asked == []  # no options: Ray's CLI is not imported for nothing
+    with pytest.raises(ValueError, match="'log_stile', which is not a `ray start` option"):
+        arguments.check_arguments(known_options=names, host_memory=64 * GIB, max_worker_nodes=2,
+                                  worker_node_options={"log_stile": "record"})
+    assert asked == [1]

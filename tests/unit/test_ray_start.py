@@ -241,6 +241,13 @@ def test_head_and_worker_commands_share_resources_ports_and_labels_and_end_with_
         assert "--block" not in cmd  # the supervisor watches the node; a blocking CLI would only cost memory
     assert "--head" in head and "--port=6380" in head and "--dashboard-port=8265" in head
     assert "--address=10.0.0.1:6380" in worker and "--head" not in worker
+    # a worker's ray start waits for the head node itself, at a finer step than Ray's 1-2 s sleeps
+    split = worker.index("--")
+    assert worker[1:3] == ["-m", "ray_on_spark.on_spark.join_head"] and worker[split + 1] == "start"
+    assert "--address=10.0.0.1:6380" in worker[:split] and "--wait=120" in worker[:split]
+    assert "--import-early" not in worker  # beside the head, Ray's CLI is imported once the head is up
+    elsewhere = worker_command(head_address="10.0.0.1:6380", head_on_this_host=False, **common)
+    assert "--import-early" in elsewhere[:elsewhere.index("--")]  # on another host it overlaps the head's start
     assert "--include-dashboard=false" in head_command(host="h", port=1, client_server_port=2, dashboard=None, **common)
 
 
@@ -263,3 +270,22 @@ def test_worker_nodes_wait_for_the_heads_raylet_as_long_as_setup_waits():
 
     assert worker_patience_env(120.0) == {HEAD_INFO_RETRIES_ENV: "61"}
     assert worker_patience_env(10.0) == {HEAD_INFO_RETRIES_ENV: "20"}  # never less than Ray's default
+
+
+def test_a_worker_node_whose_head_never_registers_gives_up_at_its_deadline_and_says_why():
+    import os
+    import subprocess
+    import sys
+
+    from ray_on_spark.runtime.ports import free_ports
+
+    (port,) = free_ports(1)  # nothing listens there
+    run = subprocess.run([sys.executable, "-m", "ray_on_spark.on_spark.join_head", f"--address=127.0.0.1:{port}",
+                          "--wait=1", "--", "start", f"--address=127.0.0.1:{port}"],
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert run.returncode == 1, run.stderr
+    assert f"not starting this worker node: Timed out after 1s waiting for the Ray head node at 127.0.0.1:{port}" \
+        in run.stderr
+    usage = subprocess.run([sys.executable, "-m", "ray_on_spark.on_spark.join_head", "--address=x:1"],
+                           capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "usage:" in usage.stderr

@@ -1,0 +1,1 @@
+"""Multi-host tests: several simulated hosts (Linux namespaces) on this one machine; see ``rig.py``."""
