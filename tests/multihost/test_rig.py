@@ -105,7 +105,9 @@ def wait_until_gone(ns_ids: List[str], pids: List[Tuple[int, Optional[int]]], ti
 def start_orphans(host) -> Tuple[int, int]:
     """Two daemons in ``host``, as ``ray start`` leaves them: one that lives on and one that exits after
     a second (root-namespace PIDs)."""
-    host.run(["sh", "-c", "setsid sleep 30 </dev/null >/dev/null 2>&1 & setsid sleep 1 </dev/null >/dev/null 2>&1 &"],
+    # Durations no other test process uses (the teardown test's sleepers run ``sleep 30``), so the
+    # search below cannot mistake one of those for a daemon.
+    host.run(["sh", "-c", "setsid sleep 29 </dev/null >/dev/null 2>&1 & setsid sleep 1.1 </dev/null >/dev/null 2>&1 &"],
              timeout=10, check=True)
     deadline = time.monotonic() + 10
     found: Dict[str, int] = {}
@@ -113,11 +115,11 @@ def start_orphans(host) -> Tuple[int, int]:
         for pid in host.pids():
             with contextlib.suppress(psutil.Error):
                 cmd = psutil.Process(pid).cmdline()
-                if cmd[:1] == ["sleep"] and cmd[1] in ("30", "1"):
+                if cmd[:1] == ["sleep"] and cmd[1] in ("29", "1.1"):
                     found[cmd[1]] = pid
         time.sleep(0.02)
-    assert set(found) == {"30", "1"}, f"the daemons did not start in {host.name}: {found}"
-    return found["30"], found["1"]
+    assert set(found) == {"29", "1.1"}, f"the daemons did not start in {host.name}: {found}"
+    return found["29"], found["1.1"]
 
 
 def probe_all(rig: HostRig, env: Dict[str, str]) -> List[dict]:
@@ -243,8 +245,14 @@ def test_teardown_leaves_no_namespace_link_mount_or_process():
         assert set(processes_in_namespaces(ns_ids)) >= {s.inner_pid() for s in sleepers}, "the leak check sees them"
         assert added(before, root_state()) == {}, "a running rig shows nothing in the root namespaces"
         daemon, orphan = start_orphans(rig[0])
+        deadline = time.monotonic() + 10  # the shell's exit and the re-parenting are not one step
+        while psutil.Process(daemon).ppid() != rig[0].init_pid and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert psutil.Process(daemon).ppid() == rig[0].init_pid, "a daemon is reparented to its host's init"
         assert wait_until_gone([], [(orphan, None)], timeout=10) == ([], []), "the host's init reaps orphans"
+        deadline = time.monotonic() + 10  # the init reaps in its own time
+        while orphan in psutil.pids() and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert orphan not in psutil.pids(), "not even a zombie is left"
         assert rig.switch_links() == ["lo", "br0", "sw0", "sw1"]
 
