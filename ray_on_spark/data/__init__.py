@@ -2,6 +2,7 @@
 
 * ``api``            -- from_spark / to_spark (RayDP's spark_dataframe_to_ray_dataset and back)
 * ``holders``        -- the Ray actors that own converted blocks (a holder per cluster or session, an owner per node)
+* ``lifetimes``      -- to_spark's blocks released once Spark's JVM has dropped every plan that reads them
 * ``arrow_format``   -- Spark's Arrow batches made what Ray's serializer accepts (empty arrays' offsets)
 * ``spark_arrow``    -- Spark's side: a DataFrame as Arrow record batches, row by row or column by column
 * ``jvm_writer``     -- from_spark's first path: executors' JVMs write Arrow files to /dev/shm

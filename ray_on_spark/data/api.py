@@ -31,7 +31,7 @@ import uuid
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from ray_on_spark import _ray, spark_env
-from ray_on_spark.data import jvm_writer
+from ray_on_spark.data import jvm_writer, lifetimes
 from ray_on_spark.data.holders import Holder, holder_for_current_cluster
 from ray_on_spark.data.python_workers import RayAccess, conversion_workers, fetch_partition, put_partition
 from ray_on_spark.data.spark_arrow import arrow_batches
@@ -220,8 +220,10 @@ def _from_spark_via_python(df: "DataFrame", schema: "pyarrow.Schema", holder: Ho
 def to_spark(ds: "Dataset", spark: "SparkSession", parallelism: Optional[int] = None) -> "DataFrame":
     """``ray.data.Dataset`` -> Spark DataFrame; executors fetch the blocks from the object store.
 
-    The DataFrame is lazy like any other: each action reads the blocks again, which the
-    holder keeps for the life of the session (or cluster).
+    The DataFrame is lazy like any other: each action reads the blocks again. The holder keeps
+    them while Spark can still run a plan that reads them -- this DataFrame, or one derived from
+    it, cached or registered as a view -- and releases them once the JVM has dropped every such
+    plan (:mod:`ray_on_spark.data.lifetimes`); at the latest when the session or cluster stops.
     """
     import ray
 
@@ -240,8 +242,14 @@ def to_spark(ds: "Dataset", spark: "SparkSession", parallelism: Optional[int] = 
     access = RayAccess(address=ray.get_runtime_context().gcs_address, holder_name=holder.name,
                        token=_ray.current_token())
     ids = spark.range(0, len(parts), numPartitions=len(parts)).selectExpr("CAST(id AS INT) AS partition")
-    with conversion_workers(spark.sparkContext):  # mapInArrow wraps the function at once
-        return ids.mapInArrow(fetch_partition(access, conversion, arrow_schema), spark_schema)
+    sc = spark.sparkContext
+    key = sc.broadcast(conversion)  # the plans' handle on the blocks' lifetime (see lifetimes)
+    with conversion_workers(sc):  # mapInArrow wraps the function at once
+        df = ids.mapInArrow(fetch_partition(access, key, arrow_schema), spark_schema)
+    handle = holder.handle
+    lifetimes.TRACKER.track(df, sc._jvm, key._jbroadcast, lambda: handle.release.remote(conversion),
+                            f"to_spark conversion {conversion}")
+    return df
 
 
 def _require_ray() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional
 
 from ray_on_spark import _ray
 from ray_on_spark.data.arrow_format import complete_offsets
@@ -142,17 +142,23 @@ def put_partition(access: RayAccess, conversion: str, block_bytes: int, schema: 
     return put
 
 
-def fetch_partition(access: RayAccess, conversion: str, schema: "pyarrow.Schema") -> Callable:
-    """The Spark-side function of to_spark: stream this partition's blocks from Ray."""
+def fetch_partition(access: RayAccess, conversion: Any, schema: "pyarrow.Schema") -> Callable:
+    """The Spark-side function of to_spark: stream this partition's blocks from Ray.
+
+    ``conversion`` is a Spark broadcast of the conversion's id: through it every plan that can
+    run this function refers to the broadcast, which is how :mod:`ray_on_spark.data.lifetimes`
+    learns when the blocks are no longer needed.
+    """
 
     def fetch(batches: Iterator) -> Iterator:
         import pyarrow as pa
         import ray
 
         holder = access.connect()
+        key = conversion.value
         for batch in batches:
             for partition in batch.column(0).to_pylist():
-                for ref in ray.get(holder.part.remote(conversion, partition)):
+                for ref in ray.get(holder.part.remote(key, partition)):
                     block = ray.get(ref)
                     if not isinstance(block, pa.Table):  # a pandas block
                         block = pa.Table.from_pandas(block, schema=schema, preserve_index=False)

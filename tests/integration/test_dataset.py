@@ -361,6 +361,44 @@ def test_a_dataset_the_driver_drops_is_freed_while_the_session_runs(spark):
         assert _plasma_used_mib() <= before
 
 
+def _settled_plasma_mib(timeout: float = 20.0) -> int:
+    """The object store's use once freeing (asynchronous) has settled."""
+    gc.collect()
+    before, deadline = _plasma_used_mib(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _plasma_used_mib()
+        if now == before:
+            break
+        before = now
+    return before
+
+
+def test_to_spark_blocks_live_while_spark_can_read_them_and_are_freed_after(spark):
+    """A DataFrame from to_spark is lazy, so its blocks must outlive the Dataset and the DataFrame
+    itself while a derived DataFrame can still run; once Spark's JVM has no plan left that reads
+    them they are freed -- before, the holder kept every to_spark's blocks until the session
+    stopped (the soak benchmark's object store grew by each minute's round trip)."""
+    from ray_on_spark.data import lifetimes
+
+    before = _settled_plasma_mib()
+    ds = ray_on_spark.from_spark(spark.range(2_000_000, numPartitions=2).selectExpr("id AS a"))  # 16 MB
+    df = ray_on_spark.to_spark(ds, spark)
+    derived = df.filter("a % 2 = 0")
+    del ds, df
+    gc.collect()
+    lifetimes.TRACKER.sweep()  # the Python DataFrame is gone: the JVM collects, but a plan still reads them
+    assert derived.count() == 1_000_000
+    assert _plasma_used_mib() >= before + 15
+    del derived
+    gc.collect()
+    deadline = time.monotonic() + 60
+    while _plasma_used_mib() > before and time.monotonic() < deadline:
+        lifetimes.TRACKER.sweep(collect=True)  # as its periodic sweep does (Python cannot see `derived` go)
+        time.sleep(0.5)
+    assert _plasma_used_mib() <= before, "to_spark's blocks were kept after Spark dropped every plan reading them"
+
+
 def test_stop_spark_keeps_data_without_cleanup_and_frees_it_with_cleanup(spark):
     """Last: ends the module's session (cleanup_data=False), then a second one (cleanup_data=True)."""
     # 200k rows: blocks big enough for the object store (tiny objects travel inline, by value)
