@@ -131,6 +131,28 @@ def conf_get(sc: "SparkContext", key: str, default: Optional[str] = None) -> Opt
     return sc._conf.get(key, default)
 
 
+@dataclass(frozen=True)
+class BroadcastWatch:
+    """Whether Spark's JVM still refers to a broadcast (see ``data/lifetimes.py``).
+
+    It holds no reference to the broadcast itself: pyspark's Broadcast object would pin its JVM
+    object (through py4j) for as long as the watch lives.
+    """
+
+    still_referenced: Callable[[], bool]  # False once the JVM has collected it (a WeakReference)
+    collect_garbage: Callable[[], None]  # System.gc() in that JVM: a hint, as Spark's ContextCleaner gives
+    jvm_key: int  # the same for every broadcast of one JVM
+
+
+def watched_broadcast(sc: "SparkContext", value: Any) -> Tuple[Any, BroadcastWatch]:
+    """``sc.broadcast(value)`` (put it in a function's closure: every plan of that function holds
+    it), and a watch on its JVM object through a ``java.lang.ref.WeakReference``."""
+    bc = sc.broadcast(value)
+    jvm = sc._jvm
+    reference = jvm.java.lang.ref.WeakReference(bc._jbroadcast)
+    return bc, BroadcastWatch(lambda: reference.get() is not None, lambda: jvm.java.lang.System.gc(), id(jvm))
+
+
 def task_cpus(sc: "SparkContext") -> int:
     return int(conf_get(sc, "spark.task.cpus", "1") or "1")
 

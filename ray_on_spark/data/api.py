@@ -243,12 +243,12 @@ def to_spark(ds: "Dataset", spark: "SparkSession", parallelism: Optional[int] = 
                        token=_ray.current_token())
     ids = spark.range(0, len(parts), numPartitions=len(parts)).selectExpr("CAST(id AS INT) AS partition")
     sc = spark.sparkContext
-    key = sc.broadcast(conversion)  # the plans' handle on the blocks' lifetime (see lifetimes)
+    key, watch = spark_env.watched_broadcast(sc, conversion)  # the plans' hold on the blocks (see lifetimes)
     with conversion_workers(sc):  # mapInArrow wraps the function at once
         df = ids.mapInArrow(fetch_partition(access, key, arrow_schema), spark_schema)
+    del key  # only the plans may keep it (and so its JVM object) alive
     handle = holder.handle
-    lifetimes.TRACKER.track(df, sc._jvm, key._jbroadcast, lambda: handle.release.remote(conversion),
-                            f"to_spark conversion {conversion}")
+    lifetimes.TRACKER.track(df, watch, lambda: handle.release.remote(conversion), f"to_spark conversion {conversion}")
     return df
 
 

@@ -31,7 +31,10 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ray_on_spark.spark_env import BroadcastWatch
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +47,7 @@ COLLECT_EVERY_S = 300.0
 @dataclass(eq=False)  # compared by identity: never ask the JVM whether two references are equal
 class _Tracked:
     what: str
-    jvm: Any  # the py4j JVM view of the SparkContext that runs the DataFrame
-    reference: Any  # java.lang.ref.WeakReference to the plan's broadcast
+    key: "BroadcastWatch"  # on the broadcast the DataFrame's plans hold
     release: Callable[[], None]
 
 
@@ -62,11 +64,11 @@ class LifetimeTracker:
         self._collect = False  # a to_spark DataFrame was dropped in Python: worth a JVM collection
         self._thread: Optional[threading.Thread] = None
 
-    def track(self, dataframe: Any, jvm: Any, jbroadcast: Any, release: Callable[[], None], what: str) -> None:
-        """Keep ``what`` until the JVM drops ``jbroadcast`` (the plan's), then call ``release``."""
-        reference = jvm.java.lang.ref.WeakReference(jbroadcast)
+    def track(self, dataframe: Any, key: "BroadcastWatch", release: Callable[[], None], what: str) -> None:
+        """Keep ``what`` until the JVM no longer refers to ``key`` (the DataFrame's plans hold it),
+        then call ``release``."""
         with self._lock:
-            self._tracked.append(_Tracked(what, jvm, reference, release))
+            self._tracked.append(_Tracked(what, key, release))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="ray_on_spark-to_spark-lifetimes",
                                                 daemon=True)
@@ -94,8 +96,8 @@ class LifetimeTracker:
             collect, self._collect = collect or self._collect or due, False
         if collect and tracked:
             self._last_collect = time.monotonic()
-            for jvm in {id(t.jvm): t.jvm for t in tracked}.values():
-                _call(lambda: jvm.java.lang.System.gc(), "asking the JVM to collect")
+            for collect_garbage in {t.key.jvm_key: t.key.collect_garbage for t in tracked}.values():
+                _call(collect_garbage, "asking the JVM to collect")
         gone = [t for t in tracked if _unreferenced(t)]
         for t in gone:
             _call(t.release, f"releasing the blocks of {t.what}")
@@ -118,7 +120,7 @@ class LifetimeTracker:
 def _unreferenced(t: _Tracked) -> bool:
     """Whether the JVM dropped the broadcast; a JVM that no longer answers runs no plan either."""
     try:
-        return t.reference.get() is None
+        return not t.key.still_referenced()
     except Exception as e:  # the SparkContext's JVM is gone: nothing can read the blocks any more
         logger.debug("%s: the JVM did not answer (%s); releasing", t.what, e)
         return True
