@@ -29,8 +29,16 @@ def mount(source, target, fstype, flags, data):
         raise OSError(err, "mount %s on %s: %s" % (fstype or "--bind " + source, target, os.strerror(err)))
 
 
-def make_host(hostname, tmp_bytes, shm_bytes, etc_hosts):
+def make_host(hostname, tmp_bytes, shm_bytes, etc_hosts, keep):
+    """``keep``: directories under /tmp that must stay visible in the host (the repository and its
+    venv, when the checkout itself lives in /tmp, as a CI's clean clone may): each is opened before
+    the private /tmp hides it, and bind-mounted back at the same path from that descriptor."""
+    held = [(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)) for path in keep]
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%s,mode=1777" % tmp_bytes)
+    for path, fd in held:
+        os.makedirs(path, exist_ok=True)
+        mount("/proc/self/fd/%d" % fd, path, None, MS_BIND, None)
+        os.close(fd)
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=%s,mode=1777" % shm_bytes)
     staged = "/tmp/.ros-mh-etc-hosts"
     with open(staged, "w") as f:
@@ -61,5 +69,6 @@ def reap_forever():
 if __name__ == "__main__":
     mode, name, tmp, shm = sys.argv[1:5]
     if mode == "host":
-        make_host(name, tmp, shm, os.environ["ROS_MH_ETC_HOSTS"])
+        keep = [p for p in os.environ.get("ROS_MH_KEEP", "").split(os.pathsep) if p]
+        make_host(name, tmp, shm, os.environ["ROS_MH_ETC_HOSTS"], keep)
     reap_forever()

@@ -70,6 +70,15 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 HOST_INIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostinit.py")  # PID 1 of each holder
 
 
+def _kept_under_tmp() -> List[str]:
+    """The checkout (with its venv) and this Python's prefix, where they live under /tmp: a host's
+    private /tmp would hide them, and every host must run the same code (a CI's clean clone may be
+    in /tmp)."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    paths = {os.path.realpath(p) for p in (repo, sys.prefix)}
+    return sorted(p for p in paths if p == "/tmp" or p.startswith("/tmp/"))
+
+
 class RigError(RuntimeError):
     """The rig could not be built, driven or torn down; the message says what was refused and why."""
 
@@ -214,7 +223,8 @@ class _Holder:
         self.unshare_argv = [unshare, *flags, "--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc",
                              "--propagation", "private"]
         argv = [*self.unshare_argv, "--", sys.executable, "-I", "-S", HOST_INIT, *init_args]
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "ROS_MH_ETC_HOSTS": etc_hosts}
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "ROS_MH_ETC_HOSTS": etc_hosts,
+               "ROS_MH_KEEP": os.pathsep.join(_kept_under_tmp())}
         log.debug("%s: starting %s", label, " ".join(self.unshare_argv))
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, preexec_fn=_die_with_owner(os.getpid()), close_fds=True)
