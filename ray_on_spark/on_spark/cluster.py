@@ -200,8 +200,8 @@ class RayClusterOnSpark:
             self._start_head()
             if not self.plan.autoscaling:
                 self._start_job()
-            # ray.data.from_spark / Dataset.to_spark through ours (without RayDP). Its import of
-            # ray.data (~1 s of CPU) is done here, while the nodes start, not after they are up.
+            # ray.data.from_spark / Dataset.to_spark through ours (without RayDP); cheap: ray.data
+            # is patched when it is imported, not imported here.
             self._entry_points = ray_entry_points.install()
             self._wait_ready()
             self._dashboard_created()
