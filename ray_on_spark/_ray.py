@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, MutableMapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, MutableMapping, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow
@@ -134,6 +134,43 @@ def current_token() -> Optional[str]:
     except Exception as e:  # older Ray: no token authentication
         logger.debug("no Ray auth token: %s", e)
     return None
+
+
+# ---------------------------------------------------------------- this process's connection
+def connection_id() -> Optional[str]:
+    """This process's Ray connection (its GCS address and job id), or None when not connected.
+
+    Why: Ray's ``get``/``wait``/``kill`` and every actor call run ``ray.init()`` themselves when
+    the process is not connected. A background thread of ours that calls Ray after the user's
+    ``ray.shutdown()`` (or a cluster's shutdown) would silently start a new local Ray instance
+    on the driver -- or connect to the next cluster through ``RAY_ADDRESS``. Such threads note
+    the connection they started under and call Ray only while it is still the current one
+    (:func:`while_connected`).
+    """
+    import ray
+
+    if not ray.is_initialized():  # never auto-inits
+        return None
+    try:
+        context = ray.get_runtime_context()
+        return f"{context.gcs_address}/{context.get_job_id()}"
+    except Exception as e:  # shut down between the two calls
+        logger.debug("no Ray connection: %s", e)
+        return None
+
+
+def while_connected(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn``, to be called later: it runs only while this process still has the Ray connection it
+    has now (else it does nothing and returns None), so that it never starts or joins a Ray."""
+    connection = connection_id()
+
+    def call() -> Any:
+        if connection is None or connection_id() != connection:
+            logger.debug("not calling %s: the Ray connection it was made for has ended", fn)
+            return None
+        return fn()
+
+    return call
 
 
 # ---------------------------------------------------------------- the GCS

@@ -248,7 +248,9 @@ def to_spark(ds: "Dataset", spark: "SparkSession", parallelism: Optional[int] = 
         df = ids.mapInArrow(fetch_partition(access, key, arrow_schema), spark_schema)
     del key  # only the plans may keep it (and so its JVM object) alive
     handle = holder.handle
-    lifetimes.TRACKER.track(df, watch, lambda: handle.release.remote(conversion), f"to_spark conversion {conversion}")
+    # while_connected: the sweeper may run after Ray shut down, and an actor call would start a new Ray
+    release = _ray.while_connected(lambda: handle.release.remote(conversion))
+    lifetimes.TRACKER.track(df, watch, release, f"to_spark conversion {conversion}")
     return df
 
 

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
+from ray_on_spark import _ray
 from ray_on_spark.errors import ExecutorsLostError
 from ray_on_spark.on_ray.plan import FAILURES_WINDOW_CONF, MAX_FAILURES_CONF
 from ray_on_spark.runtime.restarts import RestartPolicy
@@ -74,9 +75,15 @@ class ExecutorKeeper:
         self.replacements: List[Replacement] = []
         self.failure: Optional[ExecutorsLostError] = None
         self._thread = threading.Thread(target=self._run, name="ros-executor-keeper", daemon=True)
+        self._connection: Optional[str] = None
 
     def start(self) -> None:
+        self._connection = _ray.connection_id()
         self._thread.start()
+
+    def _connected(self) -> bool:
+        # Ray's wait and actor calls would start a new local Ray once the user's ray.shutdown() ran
+        return self._connection is not None and _ray.connection_id() == self._connection
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop watching (before the session stops its actors, so that stopping is not a loss)."""
@@ -89,7 +96,7 @@ class ExecutorKeeper:
         import ray
 
         watches = {self._slots[i].wait_exit.remote(): i for i in range(len(self._slots))}
-        while not self._closed.is_set():
+        while not self._closed.is_set() and self._connected():
             try:
                 ready, _ = ray.wait(list(watches), num_returns=1, timeout=0.5)
             except Exception as e:  # Ray shut down under us: nothing left to keep
@@ -117,7 +124,7 @@ class ExecutorKeeper:
             ray.kill(self._slots[slot], no_restart=True)  # what is left of it (a live actor whose JVM died)
         except Exception as e:
             logger.debug("killing lost executor %d's actor: %s", lost_id, e)
-        while not self._closed.is_set():
+        while not self._closed.is_set() and self._connected():
             new_id = self._next_id
             self._next_id += 1
             actor, start_ref = self._new_actor(self._bundles[slot], new_id)

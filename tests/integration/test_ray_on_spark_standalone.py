@@ -346,6 +346,32 @@ def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark,
         ray_on_spark.shutdown_ray_cluster()
 
 
+def test_to_spark_dataframe_dropped_after_shutdown_starts_no_ray_on_the_driver(spark, no_ray_left):
+    """to_spark's blocks are released from a background sweeper; once the cluster is gone it must
+    not call Ray. Ray's actor calls run ray.init() themselves when not connected: in CI the
+    sweeper started a local Ray on the driver in the middle of the next test's setup."""
+    import gc
+
+    from ray_on_spark.data import lifetimes
+
+    ray_on_spark.setup_ray_cluster(max_worker_nodes=1, num_cpus_worker_node=1)
+    try:
+        ray.init()
+        df = ray_on_spark.to_spark(ray.data.range(1000), spark)
+        assert df.count() == 1000
+    finally:
+        ray_on_spark.shutdown_ray_cluster()
+    assert not ray.is_initialized()
+    del df
+    gc.collect()
+    deadline = time.monotonic() + 60
+    while lifetimes.TRACKER.tracked() and time.monotonic() < deadline:
+        lifetimes.TRACKER.sweep(collect=True)  # what its thread does every 10 s
+        time.sleep(0.5)
+    assert lifetimes.TRACKER.tracked() == 0, "the JVM kept the dropped DataFrame's broadcast"
+    assert not ray.is_initialized(), "releasing a conversion of a stopped cluster started a new Ray"
+
+
 @pytest.mark.any_spark  # Ray processes and their lifecycle
 def test_collect_log_to_path_gets_every_nodes_logs_after_shutdown(spark, no_ray_left, tmp_path):
     logs = tmp_path / "ray_logs"
