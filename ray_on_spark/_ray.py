@@ -173,6 +173,26 @@ def while_connected(fn: Callable[[], Any]) -> Callable[[], Any]:
     return call
 
 
+# ---------------------------------------------------------------- Ray Client endpoints
+#: GCS address -> the ``ray://`` address of that cluster's Ray Client server, for the clusters this
+#: process started (a Ray-on-Spark head runs one). A Spark task on a host with no Ray node of the
+#: cluster cannot ``ray.init()`` its GCS (Ray needs a raylet on the caller's host); it connects as
+#: a Ray Client instead.
+_CLIENT_ADDRESSES: Dict[str, str] = {}
+
+
+def register_client_address(gcs_address: str, client_address: Optional[str]) -> None:
+    """Note (or with None forget) the Ray Client address of the cluster at ``gcs_address``."""
+    if client_address is None:
+        _CLIENT_ADDRESSES.pop(gcs_address, None)
+    else:
+        _CLIENT_ADDRESSES[gcs_address] = client_address
+
+
+def client_address_for(gcs_address: str) -> Optional[str]:
+    return _CLIENT_ADDRESSES.get(gcs_address)
+
+
 # ---------------------------------------------------------------- the GCS
 @dataclass(frozen=True)
 class NodeView:
@@ -186,6 +206,7 @@ class NodeView:
     resources: Dict[str, float] = field(default_factory=dict)
     death_reason: str = ""
     start_time_ms: int = 0
+    port: int = 0  # the raylet's (node manager's) port
 
 
 def gcs_client(address: str) -> Any:
@@ -210,6 +231,7 @@ def list_nodes(client: Any, timeout: float = 2.0) -> List[NodeView]:
                 resources=dict(info.resources_total),
                 death_reason=info.death_info.reason_message if info.HasField("death_info") else "",
                 start_time_ms=int(info.start_time_ms),
+                port=int(info.node_manager_port),
             )
         )
     return out

@@ -42,6 +42,10 @@ class NotEnoughSparkSlotsError(RayOnSparkError):
     """The Spark application has no free task slot for a Ray worker node."""
 
 
+class NoFreeSparkSlotsError(NotEnoughSparkSlotsError):
+    """A conversion's Spark job would wait for ever: long-running jobs (Ray worker nodes) hold every slot."""
+
+
 class NoGlobalClusterError(RayOnSparkError):
     """No global Ray-on-Spark cluster of this user runs on this host."""
 

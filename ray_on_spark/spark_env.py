@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ray_on_spark.errors import NoSparkSessionError, RayOnSparkError, SparkConnectSessionError
+from ray_on_spark.errors import NoFreeSparkSlotsError, NoSparkSessionError, RayOnSparkError, SparkConnectSessionError
 from ray_on_spark.runtime.units import parse_memory
 from ray_on_spark.runtime.waiting import poll_until
 
@@ -244,6 +244,55 @@ def max_concurrent_tasks(sc: "SparkContext", profile: Optional["ResourceProfile"
             # Spark only knows a profile once an RDD uses it; counting slots needs it registered.
             jsc.resourceProfileManager().addResourceProfile(jprofile)
     return int(jsc.maxNumConcurrentTasks(jprofile))
+
+
+# ---------------------------------------------------------------- task slots held for ever
+@dataclass(frozen=True)
+class HeldSlots:
+    """Executor cores a long-running Spark job of this process holds (a Ray cluster's worker nodes)."""
+
+    what: str  # e.g. "Ray cluster 1a2b3c4d's 2 worker node(s) of 1 CPU"
+    cores: Callable[[], int]  # held right now (a cluster's count changes as it heals or scales)
+    fix: str  # how to leave a slot free, in the owner's own arguments
+
+
+_HELD: Dict[str, HeldSlots] = {}
+
+
+def hold_slots(owner: str, held: HeldSlots) -> None:
+    """Note that ``owner``'s job holds executor cores until :func:`release_slots` (see :func:`require_free_slot`)."""
+    _HELD[owner] = held
+
+
+def release_slots(owner: str) -> None:
+    _HELD.pop(owner, None)
+
+
+def require_free_slot(sc: "SparkContext", what: str) -> None:
+    """Raise :class:`NoFreeSparkSlotsError` when ``what`` (a Spark job) could never get a task slot.
+
+    Why: a Ray-on-Spark cluster's barrier job holds its slots for as long as the cluster runs. A
+    conversion is a Spark job too; with every slot held it waits for ever (Spark neither fails nor
+    warns), which users saw as a hung notebook. Other jobs' slots free up, so only the slots of
+    such long-running jobs count. With dynamic allocation Spark may add executors: no refusal.
+    Counted in cores over all executors: exact when the held tasks leave whole slots per executor.
+    """
+    held = [(h, h.cores()) for h in _HELD.values()]
+    held = [(h, c) for h, c in held if c > 0]
+    if not held or dynamic_allocation(sc):
+        return
+    task_cpus = int(conf_get(sc, "spark.task.cpus", "1") or "1")
+    total = max_concurrent_tasks(sc) * task_cpus
+    taken = sum(c for _, c in held)
+    if total - taken >= task_cpus:
+        return
+    holders = "; ".join(f"{h.what} hold {c} of them" for h, c in held)
+    fixes = " or ".join(h.fix for h, _ in held)
+    raise NoFreeSparkSlotsError(
+        f"{what} runs as a Spark job, and it could never start: the executors have {total} core(s) and "
+        f"{holders} for as long as they run (spark.task.cpus={task_cpus}). Leave a Spark slot free: {fixes}; "
+        f"or add an executor (a Spark worker) with free cores."
+    )
 
 
 def wait_for_slots(sc: "SparkContext", needed: int, profile: Optional["ResourceProfile"], timeout: float) -> int:

@@ -107,6 +107,7 @@ def from_spark(df: "DataFrame", parallelism: Optional[int] = None, *, override_n
     """
     wanted = num_blocks_wanted(parallelism, override_num_blocks)
     _require_ray()
+    spark_env.require_free_slot(df.sparkSession.sparkContext, "from_spark")
     if wanted is not None:
         if spark_env.num_partitions(df) != wanted:
             df = df.repartition(wanted)
@@ -202,8 +203,7 @@ def _from_spark_via_python(df: "DataFrame", schema: "pyarrow.Schema", holder: Ho
     """from_spark through Python workers: each task puts its blocks and a block owner adopts them."""
     import ray
 
-    access = RayAccess(address=ray.get_runtime_context().gcs_address, holder_name=holder.name,
-                       token=_ray.current_token())
+    access = _access(holder)
     conversion = uuid.uuid4().hex
     rdd = arrow_batches(df).mapPartitionsWithIndex(put_partition(access, conversion, block_bytes, schema))
     with conversion_workers(rdd.context):
@@ -228,6 +228,7 @@ def to_spark(ds: "Dataset", spark: "SparkSession", parallelism: Optional[int] = 
     import ray
 
     _require_ray()
+    spark_env.require_free_slot(spark.sparkContext, "to_spark (each action on its DataFrame)")
     refs = _ray.block_refs(ds)  # the Dataset's own blocks, no copy (to_arrow_refs may convert)
     schema = ds.schema()
     arrow_schema = schema.base_schema if hasattr(schema, "base_schema") else schema
@@ -239,8 +240,7 @@ def to_spark(ds: "Dataset", spark: "SparkSession", parallelism: Optional[int] = 
     for i, ref in enumerate(refs):
         parts[i * len(parts) // max(len(refs), 1)].append(ref)
     ray.get([holder.handle.hold.remote(conversion, i, p) for i, p in enumerate(parts)])
-    access = RayAccess(address=ray.get_runtime_context().gcs_address, holder_name=holder.name,
-                       token=_ray.current_token())
+    access = _access(holder)
     ids = spark.range(0, len(parts), numPartitions=len(parts)).selectExpr("CAST(id AS INT) AS partition")
     sc = spark.sparkContext
     key, watch = spark_env.watched_broadcast(sc, conversion)  # the plans' hold on the blocks (see lifetimes)
@@ -252,6 +252,19 @@ def to_spark(ds: "Dataset", spark: "SparkSession", parallelism: Optional[int] = 
     release = _ray.while_connected(lambda: handle.release.remote(conversion))
     lifetimes.TRACKER.track(df, watch, release, f"to_spark conversion {conversion}")
     return df
+
+
+def _access(holder: Holder) -> RayAccess:
+    """How the conversion's Spark tasks reach this cluster (as Ray Clients on hosts without a node)."""
+    import ray
+
+    gcs = ray.get_runtime_context().gcs_address
+    client = _ray.client_address_for(gcs)
+    ips: tuple = ()
+    if client is not None:
+        ips = tuple(sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}))
+    return RayAccess(address=gcs, holder_name=holder.name, token=_ray.current_token(), client_address=client,
+                     node_ips=ips, client_node_id=ray.get_runtime_context().get_node_id())
 
 
 def _require_ray() -> None:

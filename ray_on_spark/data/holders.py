@@ -280,7 +280,12 @@ def _dead(handle: "ActorHandle") -> bool:
     import ray
 
     try:
-        ray.get(handle.ping.remote(), timeout=1)
+        ref = handle.ping.remote()
+    except Exception as e:  # Ray no longer knows the actor at all (killed, and its entry gone): dead
+        logger.debug("ping not submitted: %s", e)
+        return True
+    try:
+        ray.get(ref, timeout=1)
     except ray.exceptions.RayActorError:
         return True
     except ray.exceptions.GetTimeoutError:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple
 
 from ray_on_spark import _ray
 from ray_on_spark.data.arrow_format import complete_offsets
@@ -31,39 +31,78 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RayAccess:
-    """How a Spark task's Python worker reaches the driver's Ray cluster and holder."""
+    """How a Spark task's Python worker reaches the driver's Ray cluster and holder.
+
+    ``node_ips``: the addresses of the cluster's nodes. A task on a host with none of them cannot
+    ``ray.init()`` the GCS (Ray needs a raylet on its own host: it waited a minute and failed);
+    it connects through the head's Ray Client server (``client_address``) instead, and its blocks
+    go to the block owner on ``client_node_id`` (the head's node).
+    """
 
     address: str
     holder_name: str
     token: Optional[str] = None
+    client_address: Optional[str] = None
+    node_ips: Tuple[str, ...] = ()
+    client_node_id: Optional[str] = None
+
+    def target(self) -> str:
+        """What this worker connects to: the GCS, or the Ray Client server when its host has no node."""
+        if self.client_address is None or not self.node_ips:
+            return self.address
+        return self.address if _host_addresses() & set(self.node_ips) else self.client_address
 
     def connect(self) -> "ActorHandle":
         """Connect this Python worker to Ray once (workers are reused across tasks); the holder.
 
-        (A worker connected to a cluster that is shut down exits with it, so a reused worker
-        is always connected to the current cluster; tested in Ray-on-Spark mode.)
+        A worker connected to a cluster that is shut down exits with it (tested in Ray-on-Spark
+        mode), but a Ray Client does not: a worker still connected elsewhere disconnects first.
         """
         import ray
 
+        target = self.target()
+        if ray.is_initialized() and _CONNECTED.get("target") != target:
+            ray.shutdown()
+            _WORKER_HANDLES.clear()
         if not ray.is_initialized():
             if self.token:
                 _ray.use_auth(self.token)  # Ray caches the auth settings at first use: refreshed there
-            ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
-                     configure_logging=False)
+            if target == self.address:
+                ray.init(address=target, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
+                         configure_logging=False)
+            else:
+                logger.info("no Ray node on this host: connecting through the Ray Client server %s", target)
+                ray.init(address=target, namespace=NAMESPACE)
+            _CONNECTED["target"] = target
         key = self.holder_name
         if key not in _WORKER_HANDLES:  # a GCS lookup: once per worker and holder, not per task
             _WORKER_HANDLES[key] = ray.get_actor(self.holder_name, namespace=NAMESPACE)
         return _WORKER_HANDLES[key]
 
     def local_owner(self, holder: "ActorHandle") -> "ActorHandle":
-        """This node's BlockOwner (the holder starts it on first use), asked once per worker."""
+        """This node's BlockOwner (the holder starts it on first use), asked once per worker; as a
+        Ray Client, the head node's."""
         import ray
 
-        key = (self.holder_name, ray.get_runtime_context().get_node_id())
+        client = _CONNECTED.get("target") not in (None, self.address)
+        node = self.client_node_id if client else ray.get_runtime_context().get_node_id()
+        key = (self.holder_name, node)
         if key not in _WORKER_HANDLES:
-            _WORKER_HANDLES[key] = ray.get(holder.owner_for.remote(key[1]))
+            _WORKER_HANDLES[key] = ray.get(holder.owner_for.remote(node))
         return _WORKER_HANDLES[key]
 
+
+def _host_addresses() -> set:
+    """Every IPv4 address of this host's interfaces (a node may advertise any of them, loopback too)."""
+    import socket
+
+    import psutil
+
+    return {a.address for nic in psutil.net_if_addrs().values() for a in nic if a.family == socket.AF_INET}
+
+
+#: In a Spark task's Python worker: what it is connected to ({"target": address}).
+_CONNECTED: Dict[str, str] = {}
 
 #: In a Spark task's Python worker: actor handles by holder name (and node), kept across tasks.
 #: Holder names are unique, so a later session's tasks never find an earlier one's handles.

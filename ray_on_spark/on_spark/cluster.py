@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from ray_on_spark import _ray, spark_env
 from ray_on_spark.data import ray_entry_points
@@ -25,13 +25,13 @@ from ray_on_spark.errors import HeadStartError, RayOnSparkError, WorkerNodesStar
 from ray_on_spark.on_spark import diagnostics, hooks, nodes, ray_start
 from ray_on_spark.on_spark.autoscaling.launcher import NodeLauncher
 from ray_on_spark.on_spark.autoscaling.start import start_autoscaling
-from ray_on_spark.on_spark.plan import ClusterPlan, WorkerPlan
+from ray_on_spark.on_spark.plan import ClusterPlan, JobSlice, WorkerPlan
 from ray_on_spark.on_spark.progress import StartProgress
 from ray_on_spark.on_spark.ray_start import LABEL_CLUSTER, LABEL_PARTITION, NODE_ID_RESOURCE
 from ray_on_spark.on_spark.resources import MemoryShare
 from ray_on_spark.on_spark.worker_task import collect_logs_path, run_worker_node
 from ray_on_spark.runtime import procs
-from ray_on_spark.runtime.ports import free_port_in_range, free_ports, port_open
+from ray_on_spark.runtime.ports import free_port_in_range, free_ports, port_open, port_state
 from ray_on_spark.runtime.private import private_temp_dir, short_alias
 from ray_on_spark.runtime.restarts import RestartPolicy
 from ray_on_spark.runtime.supervised import SupervisedProcess, supervisor_command
@@ -109,6 +109,33 @@ def mint_endpoints(plan: ClusterPlan) -> Endpoints:
     )
 
 
+#: A lost job whose slots do not all come back within this long is replaced by a smaller one
+#: (a lost executor is relaunched by Spark's worker within seconds; a lost host never is).
+PARTIAL_HEAL_AFTER_S = 15.0
+
+
+@dataclass(eq=False)
+class _BarrierJob:
+    """One barrier Spark job of worker nodes and what became of it."""
+
+    slice: JobSlice
+    submitted_ms: int
+    thread: Optional[threading.Thread] = None
+    results: Optional[List[str]] = None
+    error: Optional[BaseException] = None
+    up: bool = False  # every node of it registered
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def nodes_up(self, views: List[_ray.NodeView], cluster_id: str) -> bool:
+        """Whether all of its nodes registered (a restarted node's predecessor may still be listed)."""
+        mine = {v.labels.get(LABEL_PARTITION) for v in nodes.started_since(nodes.ours(views, cluster_id),
+                                                                          self.submitted_ms)}
+        return all(str(p) in mine for p in self.slice.partitions())
+
+
 class RayClusterOnSpark:
     """Owns one Ray cluster on Spark: the head's process tree and the barrier job.
 
@@ -140,9 +167,11 @@ class RayClusterOnSpark:
         self._head: Optional[SupervisedProcess] = None
         self._head_records: List[procs.ProcessRecord] = []
         self._worker_records: List[procs.ProcessRecord] = []
-        self._job_thread: Optional[threading.Thread] = None
-        self._job_results: Optional[List[str]] = None
-        self._job_error: Optional[BaseException] = None
+        #: The barrier jobs that run the worker nodes: the setup's one, then healing ones.
+        self._jobs: List[_BarrierJob] = []
+        self._next_partition = 0
+        #: The setup's smallest node (heap, object store): healing nodes get no more.
+        self._node_shape: Optional[Tuple[int, int]] = None
         self._saved_env: Dict[str, Optional[str]] = {}
         self._entry_points = False  # whether start() routed Ray's from_spark / to_spark through ours
         self._client = None
@@ -150,10 +179,10 @@ class RayClusterOnSpark:
         self._stopped = threading.Event()
         self._monitor_thread: Optional[threading.Thread] = None
         self._dead_nodes: Dict[str, _ray.NodeView] = {}
-        #: Healing: when the barrier job was resubmitted, and whether the cluster gave up on it.
+        #: Healing: when jobs were lost and resubmitted, and whether the cluster gave up.
         self._resubmits: List[float] = []
-        self._healing = False
-        self._resubmitted_ms = 0
+        self._losses: List[float] = []
+        self._short_since: Optional[float] = None  # since when Spark has had too few slots for every node
         self._heal_failure: Optional[str] = None
         self._waiting_for_slots_logged = False
         self._launcher: Optional[NodeLauncher] = None
@@ -173,6 +202,11 @@ class RayClusterOnSpark:
         self.auth_token = ends.auth_token
         self.worker = self.plan.worker_plan(ends.cluster_id, ends.port, ends.auth_token)
         self._endpoints = ends
+
+    @property
+    def launcher_url(self) -> Optional[str]:
+        """Where autoscaling's node launcher listens (loopback only), or None without autoscaling."""
+        return self._launcher.url if self._launcher is not None else None
 
     def spark_ui_label(self) -> str:
         """What the Spark UI shows for the cluster's jobs: a long-running job says what it is and how to reach it."""
@@ -198,6 +232,7 @@ class RayClusterOnSpark:
             if self.plan.autoscaling:
                 self._start_launcher()
             self._start_head()
+            self._hold_slots()
             if not self.plan.autoscaling:
                 self._start_job()
             # ray.data.from_spark / Dataset.to_spark through ours (without RayDP); cheap: ray.data
@@ -286,14 +321,45 @@ class RayClusterOnSpark:
         self._head = SupervisedProcess(cmd, env, what="Ray head node")
         self._head_records = [r for r in [self._head.record] if r]
 
-    def _start_job(self) -> None:
+    def _hold_slots(self) -> None:
+        """Tell conversions which Spark slots this cluster's nodes hold for as long as it runs
+        (:func:`spark_env.require_free_slot` refuses a conversion that could never start)."""
+        plan, cpus = self.plan, self.plan.num_cpus_worker_node
+
+        def cores() -> int:
+            nodes = len(self._launcher.groups()) if self._launcher is not None else self._live_size()
+            return nodes * cpus
+
+        fewer = max(0, plan.num_worker_nodes - 1)
+        fix = (f"setup_ray_cluster(max_worker_nodes={fewer}, ...) (one node fewer)" if fewer
+               else f"setup_ray_cluster(num_cpus_worker_node={max(1, cpus - 1)}, ...) (a smaller node)")
+        spark_env.hold_slots(str(self.cluster_id), spark_env.HeldSlots(
+            what=f"Ray cluster {self.cluster_id}'s worker nodes of {cpus} CPU(s) each", cores=cores, fix=fix))
+
+    def _start_job(self, size: Optional[int] = None, heal: bool = False) -> "_BarrierJob":
+        """Submit a barrier job of ``size`` worker nodes (all of them by default), labelled with the
+        next free Spark partitions; a healing job carries what running nodes hold (JobSlice)."""
         sc = self.spark.sparkContext
         plan = self.plan
         worker_plan = self.worker
-        n = plan.num_worker_nodes
+        n = plan.num_worker_nodes if size is None else size
+        held: Dict[str, Tuple[int, int]] = {}
+        if heal and self._client is not None:
+            # Only the running jobs' nodes: a lost job's nodes stay listed alive for a few seconds,
+            # until the GCS's health checks give up on them, yet their memory is free already.
+            running = {str(p) for j in self._jobs if j.alive for p in j.slice.partitions()}
+            views = nodes.ours(_ray.list_nodes(self._client, timeout=2.0), self.cluster_id)
+            for v in nodes.newest_per_partition([v for v in views if v.labels.get(LABEL_PARTITION) in running]):
+                total, store = held.get(v.address, (0, 0))
+                node_store = int(v.resources.get("object_store_memory", 0))
+                held[v.address] = (total + int(v.resources.get("memory", 0)) + node_store, store + node_store)
+        job_slice = JobSlice(first=self._next_partition, size=n, held_by_host=held,
+                             shape=self._node_shape if heal else None)
+        self._next_partition += n
+        job = _BarrierJob(job_slice, submitted_ms=int(time.time() * 1000))
 
         def task(rows: Iterator) -> Iterator[str]:
-            return run_worker_node(worker_plan, rows)
+            return run_worker_node(worker_plan, rows, job_slice)
 
         def run() -> None:
             try:
@@ -303,26 +369,33 @@ class RayClusterOnSpark:
                     rdd = rdd.withResources(
                         spark_env.task_resource_profile(plan.num_cpus_worker_node, plan.num_gpus_worker_node)
                     )
-                self._job_results = rdd.collect()
-            except BaseException as e:  # reported by _check_job / shutdown
-                self._job_error = e
+                job.results = rdd.collect()
+            except BaseException as e:  # reported by _check_failed / the monitor
+                job.error = e
 
-        self._job_thread = spark_env.spark_thread(run, f"ray_on_spark-{self.cluster_id}")
-        self._job_thread.start()
+        job.thread = spark_env.spark_thread(run, f"ray_on_spark-{self.cluster_id}-{job_slice.first}")
+        self._jobs.append(job)
+        job.thread.start()
         self.progress.step("barrier Spark job of %d task(s) submitted (job group %s)", n, self.job_group)
-        hooks.call(self.hook, "on_spark_job_created", self.job_group)
+        if not heal:
+            hooks.call(self.hook, "on_spark_job_created", self.job_group)
+        return job
+
+    def _live_size(self) -> int:
+        """How many worker nodes the running barrier jobs hold slots for."""
+        return sum(j.slice.size for j in self._jobs if j.alive)
 
     def _check_failed(self) -> None:
         """Raise at once when the head or the job has already failed (no waiting for a deadline)."""
         if self._head is not None and self._head.proc.poll() is not None:
             raise HeadStartError(f"The Ray head node failed to start on the driver:\n{self._read_head_output()}")
-        if self._job_thread is not None and not self._job_thread.is_alive():
-            raise WorkerNodesStartError(self._job_failure_text())
+        if self._jobs and not self._jobs[0].alive:
+            raise WorkerNodesStartError(self._job_failure_text(self._jobs[0]))
 
-    def _job_failure_text(self) -> str:
-        if self._job_error is not None:
-            return diagnostics.spark_job_failure(str(self._job_error))
-        return diagnostics.worker_start_failure(self._job_results or [], self.temp_dir)
+    def _job_failure_text(self, job: "_BarrierJob") -> str:
+        if job.error is not None:
+            return diagnostics.spark_job_failure(str(job.error))
+        return diagnostics.worker_start_failure(job.results or [], self.temp_dir)
 
     def _read_head_output(self) -> str:
         out = self._head.rest(timeout=2.0) if self._head is not None else ""
@@ -351,6 +424,10 @@ class RayClusterOnSpark:
                 check=self._check_failed,
             )
         self._record_worker_supervisors(registered)
+        shapes = [(int(v.resources.get("memory", 0)), int(v.resources.get("object_store_memory", 0)))
+                  for v in registered]
+        if shapes:
+            self._node_shape = (min(h for h, _ in shapes), min(o for _, o in shapes))
 
     def _probe_client(self) -> Any:
         client = _ray.gcs_client(self.address)
@@ -373,7 +450,6 @@ class RayClusterOnSpark:
         the driver (a warning naming the node, its Spark partition and Ray's reason).
         """
         client = None
-        job_reported = False
         while not self._stop_monitor.wait(interval):
             if self._state != ClusterState.RUNNING:
                 continue
@@ -385,74 +461,88 @@ class RayClusterOnSpark:
                 continue
             for v in nodes.newly_dead(views, self.cluster_id, self._dead_nodes):
                 self._dead_nodes[v.node_id] = v
-                logger.warning(
-                    "Ray worker node %s (Spark partition %s, %s) died: %s. Its Spark task restarts it; "
-                    "the cluster is degraded until then.",
-                    v.node_id[:12], v.labels.get(LABEL_PARTITION), v.address, v.death_reason or "no reason given",
-                )
+                self._report_dead(v)
             if self.plan.autoscaling:
                 continue  # nodes come and go with their one-task jobs; the autoscaler watches them
-            # Healed when the resubmitted job's own nodes are all up: the lost job's nodes may still
-            # be listed alive for a few seconds, until the GCS's health checks give up on them.
-            if self._healing and len(nodes.started_since(nodes.ours(views, self.cluster_id), self._resubmitted_ms)) >= \
-                    self.plan.num_worker_nodes:
-                self._healing = False
-                logger.info("Ray cluster %s healed: %d worker node(s) back", self.cluster_id, self.plan.num_worker_nodes)
-            if self._job_thread is not None and not self._job_thread.is_alive() and self._heal_failure is None:
-                if not job_reported:
-                    job_reported = True
-                    logger.error("The Ray cluster %s lost its Spark job: %s", self.cluster_id,
-                                 self._job_failure_text())
-                if self._resubmit_job():
-                    job_reported = False
+            self._heal(views)
 
-    def _resubmit_job(self) -> bool:
-        """Heal: submit the lost barrier job again once Spark has its slots; True when submitted.
+    def _report_dead(self, v: _ray.NodeView) -> None:
+        """Say which node went and whether it died or is cut off: the GCS cannot tell (both are failed
+        health checks), its host can -- a host that is up refuses the dead raylet's port at once."""
+        where = f"Ray worker node {v.node_id[:12]} (Spark partition {v.labels.get(LABEL_PARTITION)}, {v.address})"
+        reason = v.death_reason or "no reason given"
+        if v.port and port_state(v.address, v.port, timeout=1.0) == "silent":
+            logger.warning(
+                "%s is unreachable: the network to its host, or the host itself, is down (%s). Work goes on on the "
+                "other nodes. When the link returns, its Spark task starts the node again; if the host is lost, the "
+                "cluster heals through Spark. Degraded until then.", where, reason)
+        else:
+            logger.warning("%s died: %s. Its Spark task restarts it; the cluster is degraded until then.", where, reason)
 
-        Within ``resubmit_window_s`` at most ``max_job_resubmits`` times, then the cluster is
-        ``failed`` with an error saying so (a job that keeps failing is not retried forever).
-        While Spark lacks the slots (the lost executor not relaunched yet) it waits, saying so once.
+    def _heal(self, views: List[_ray.NodeView]) -> None:
+        """Keep the cluster at its nodes: report lost barrier jobs, and submit jobs for the missing nodes.
+
+        A lost job (an executor or a host gone: Spark ends the whole barrier stage) is replaced
+        by a job sized to the slots Spark has: all of them once they are back (a lost executor is
+        relaunched within seconds), or after :data:`PARTIAL_HEAL_AFTER_S` as many as fit now (a
+        lost host), topped up by more jobs when slots return. At most ``max_job_resubmits``
+        losses within ``resubmit_window_s``, then the cluster is ``failed`` with an error saying so.
         """
+        now = time.monotonic()
+        policy = RestartPolicy(self.plan.max_job_resubmits, self.plan.resubmit_window_s)
+        for job in [j for j in self._jobs if not j.alive]:
+            self._jobs.remove(job)
+            logger.error("The Ray cluster %s lost its Spark job (worker nodes %s): %s", self.cluster_id,
+                         job.slice.describe(), self._job_failure_text(job))
+            if self._heal_failure is None and not policy.allows(policy.recent(self._losses, now), now):
+                self._heal_failure = (f"its Spark jobs were lost {len(policy.recent(self._losses, now)) + 1} times "
+                                      f"within {self.plan.resubmit_window_s:.0f}s")
+                logger.error("Ray cluster %s gives up healing: %s; not resubmitting them again. Call "
+                             "shutdown_ray_cluster() and set up a new cluster.", self.cluster_id, self._heal_failure)
+            self._losses = policy.recent(self._losses, now) + [now]
+        for job in self._jobs:
+            if job.alive and not job.up and job.nodes_up(views, self.cluster_id):
+                job.up = True
+                if job.slice.healing:
+                    logger.info("Ray cluster %s healed %d worker node(s) (%d of %d running)", self.cluster_id,
+                                job.slice.size, self._live_size(), self.plan.num_worker_nodes)
+        missing = self.plan.num_worker_nodes - self._live_size()
+        if missing <= 0 or self._heal_failure is not None:
+            self._short_since = None
+            return
         if self._head is not None and self._head.proc.poll() is not None:
             self._heal_failure = "the Ray head node is gone"
             logger.error("Ray cluster %s cannot heal: its head node exited; call shutdown_ray_cluster()",
                          self.cluster_id)
-            return False
-        now = time.monotonic()
-        policy = RestartPolicy(self.plan.max_job_resubmits, self.plan.resubmit_window_s)
-        recent = policy.recent(self._resubmits, now)
-        if not policy.allows(recent, now):
-            self._heal_failure = (f"its Spark job was lost {len(recent) + 1} times within "
-                                  f"{self.plan.resubmit_window_s:.0f}s")
-            logger.error("Ray cluster %s gives up healing: %s; not resubmitting it again. Call "
-                         "shutdown_ray_cluster() and set up a new cluster.", self.cluster_id, self._heal_failure)
-            return False
+            return
         sc = self.spark.sparkContext
         profile = (spark_env.task_resource_profile(self.plan.num_cpus_worker_node, self.plan.num_gpus_worker_node)
                    if self.plan.use_task_profile else None)
-        slots = spark_env.max_concurrent_tasks(sc, profile)
-        if slots < self.plan.num_worker_nodes:
-            if not self._waiting_for_slots_logged:
-                self._waiting_for_slots_logged = True
-                logger.warning("Ray cluster %s is degraded: its Spark job was lost; resubmitting it when Spark has "
-                               "%d task slot(s) again (now %d)", self.cluster_id, self.plan.num_worker_nodes, slots)
-            return False
-        with self._lock:  # not while shutdown() collects the job to cancel
+        free = spark_env.max_concurrent_tasks(sc, profile) - self._live_size()
+        if free < missing:
+            self._short_since = self._short_since or now
+            if free <= 0 or now - self._short_since < PARTIAL_HEAL_AFTER_S:
+                if not self._waiting_for_slots_logged:
+                    self._waiting_for_slots_logged = True
+                    logger.warning("Ray cluster %s is degraded: %d worker node(s) missing; Spark has slots for %d now. "
+                                   "Resubmitting when it has them all, or in %.0fs as many as fit then",
+                                   self.cluster_id, missing, max(free, 0), PARTIAL_HEAL_AFTER_S)
+                return
+        size = min(missing, free)
+        with self._lock:  # not while shutdown() collects the jobs to cancel
             if self._state != ClusterState.RUNNING:
-                return False
-            self._resubmits = recent + [now]
-            self._resubmitted_ms = int(time.time() * 1000)
+                return
+            self._resubmits.append(now)
             self._waiting_for_slots_logged = False
-            self._job_results, self._job_error = None, None
-            self._healing = True
-            logger.warning("Ray cluster %s is healing: resubmitting its Spark job (attempt %d in the last %.0fs)",
-                           self.cluster_id, len(self._resubmits), self.plan.resubmit_window_s)
-            self._start_job()
-        return True
+            self._short_since = None
+            logger.warning("Ray cluster %s is healing: submitting a Spark job for %d of its %d missing worker node(s)",
+                           self.cluster_id, size, missing)
+            self._start_job(size, heal=True)
 
     def status(self) -> Dict[str, object]:
         """``{"state", "health", "expected_worker_nodes", "alive_worker_nodes", "degraded", "resubmits",
-        "dead_worker_nodes"}``; ``health`` (a running cluster): ready, degraded, healing or failed."""
+        "dead_worker_nodes"}``; ``health`` (a running cluster): ready, degraded, healing or failed; each
+        dead node with its id, Spark partition, host address and Ray's reason."""
         running = self._state == ClusterState.RUNNING
         alive = len(self.worker_nodes()) if running else 0
         return {
@@ -462,8 +552,10 @@ class RayClusterOnSpark:
             "alive_worker_nodes": alive,
             "degraded": running and alive < self.plan.nodes_at_start,
             "resubmits": len(self._resubmits),
+            "running_jobs": len([j for j in self._jobs if j.alive]),
             "dead_worker_nodes": [
-                {"node_id": v.node_id, "partition": v.labels.get(LABEL_PARTITION), "reason": v.death_reason}
+                {"node_id": v.node_id, "partition": v.labels.get(LABEL_PARTITION), "host": v.address,
+                 "reason": v.death_reason}
                 for v in self._dead_nodes.values()
             ],
         }
@@ -471,10 +563,10 @@ class RayClusterOnSpark:
     def _health(self, alive: int) -> Health:
         if self._heal_failure is not None:
             return Health.FAILED
-        if self._healing:
+        if any(j.alive and not j.up and j.slice.healing for j in self._jobs):
             return Health.HEALING
-        job_lost = not self.plan.autoscaling and self._job_thread is not None and not self._job_thread.is_alive()
-        return Health.READY if alive >= self.plan.nodes_at_start and not job_lost else Health.DEGRADED
+        short = not self.plan.autoscaling and self._live_size() < self.plan.num_worker_nodes
+        return Health.READY if alive >= self.plan.nodes_at_start and not short else Health.DEGRADED
 
     # ----------------------------------------------------------------- env
     def _export_env(self) -> None:
@@ -483,8 +575,11 @@ class RayClusterOnSpark:
         self._saved_env = {k: os.environ.get(k) for k in _ENV_KEYS}
         os.environ["RAY_ADDRESS"] = self.address
         _ray.use_auth(self.auth_token)
+        _ray.register_client_address(self.address, self.client_address)  # for tasks on hosts without a node
 
     def _restore_env(self) -> None:
+        if self.address is not None:
+            _ray.register_client_address(self.address, None)
         _ray.apply_env(os.environ, self._saved_env)
         self._saved_env = {}
         _ray.refresh_auth_config()
@@ -551,8 +646,8 @@ class RayClusterOnSpark:
             if self._head.proc.poll() is None:
                 self._head.proc.terminate()  # the supervisor stops the whole head tree
         sc = self.spark.sparkContext
-        threads = [t for t in [self._job_thread] if t is not None]
-        groups = [self.job_group] if self._job_thread is not None and self.job_group else []
+        threads = [j.thread for j in self._jobs if j.thread is not None]
+        groups = [self.job_group] if threads and self.job_group else []
         if self._launcher is not None:  # autoscaled nodes: one job each; no new ones from now on
             self._launcher.close()
             threads += self._launcher.threads()
@@ -581,6 +676,7 @@ class RayClusterOnSpark:
             self._head.stop(max(0.1, deadline - time.monotonic()))
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+        spark_env.release_slots(str(self.cluster_id))
         if self._saved_env:
             self._restore_env()
         if self._entry_points:

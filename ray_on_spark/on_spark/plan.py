@@ -127,6 +127,34 @@ class WorkerPlan:
 
 
 @dataclass(frozen=True)
+class JobSlice:
+    """Which worker nodes one barrier job runs: Spark partitions ``first`` .. ``first + size - 1``.
+
+    The setup job runs them all. After a loss (an executor, a host) the cluster heals with jobs
+    sized to the slots Spark has then, and tops up with more jobs when slots return; such a
+    job's nodes must share their hosts with the nodes already running there. So a healing job
+    carries what those nodes hold per host (``held_by_host``: host address -> heap + object
+    store bytes, and object store bytes alone) and the cluster's node ``shape``: a healing node
+    never gets more than the setup's nodes got, and never more than its host has left.
+    """
+
+    first: int
+    size: int
+    held_by_host: Dict[str, Tuple[int, int]] = field(default_factory=dict)
+    shape: Optional[Tuple[int, int]] = None  # (heap, object store) bytes of the setup's smallest node
+
+    @property
+    def healing(self) -> bool:
+        return self.shape is not None
+
+    def partitions(self) -> range:
+        return range(self.first, self.first + self.size)
+
+    def describe(self) -> str:
+        return str(self.first) if self.size == 1 else f"{self.first}-{self.first + self.size - 1}"
+
+
+@dataclass(frozen=True)
 class ClusterPlan:
     """Every decision made before anything starts."""
 

@@ -9,7 +9,7 @@ memory than the host has.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from ray_on_spark.errors import InsufficientResourcesError
 from ray_on_spark.runtime.units import GIB, MIB, format_bytes
@@ -136,6 +136,14 @@ def worker_memory_share(
     return MemoryShare(heap_bytes=heap, object_store_bytes=object_store)
 
 
+def healing_share(share: MemoryShare, shape: Tuple[int, int]) -> MemoryShare:
+    """A healing node's share: what its host has left for it (``share``), but never more than the
+    setup's nodes got (``shape``: heap, object store) -- a node placed alone on a host in a
+    partial heal must leave room for the nodes that join it when slots return."""
+    return MemoryShare(heap_bytes=min(share.heap_bytes, shape[0]),
+                       object_store_bytes=min(share.object_store_bytes, shape[1]))
+
+
 def head_memory(
     num_cpus_head: int,
     requested_heap: Optional[int],
@@ -185,8 +193,14 @@ def head_gpu_addresses(driver_gpu_addresses: Sequence[str], num_gpus_head_node: 
     return addresses[:num_gpus_head_node]
 
 
-def hosts_summary(infos: Sequence[dict], driver_host: str, head_reserved: int) -> dict:
-    """Group the barrier tasks' self-descriptions by host into :class:`HostView` objects."""
+def hosts_summary(infos: Sequence[dict], driver_host: str, head_reserved: int,
+                  held_by_host: Optional[Dict[str, Tuple[int, int]]] = None) -> dict:
+    """Group the barrier tasks' self-descriptions by host into :class:`HostView` objects.
+
+    ``held_by_host``: what running worker nodes of the cluster already hold on a host (total
+    bytes, object store bytes) -- a healing job's nodes split only the rest of it.
+    """
+    held_by_host = held_by_host or {}
     by_host: dict = {}
     for info in infos:
         h = by_host.setdefault(
@@ -198,10 +212,10 @@ def hosts_summary(infos: Sequence[dict], driver_host: str, head_reserved: int) -
     return {
         host: HostView(
             total_memory=h["total"],
-            shm_bytes=h["shm"],
+            shm_bytes=max(0, h["shm"] - held_by_host.get(host, (0, 0))[1]),
             num_ray_worker_nodes=h["nodes"],
             num_executors=len(h["executors"]),
-            reserved_bytes=head_reserved if host == driver_host else 0,
+            reserved_bytes=(head_reserved if host == driver_host else 0) + held_by_host.get(host, (0, 0))[0],
         )
         for host, h in by_host.items()
     }

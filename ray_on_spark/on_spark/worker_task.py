@@ -25,14 +25,15 @@ from typing import Dict, Iterator, List, Optional
 
 from ray_on_spark.errors import WorkerNodesStartError
 from ray_on_spark.on_spark import ray_start, resources
-from ray_on_spark.on_spark.plan import WorkerPlan
+from ray_on_spark.on_spark.plan import JobSlice, WorkerPlan
 from ray_on_spark.on_spark.ray_start import LABEL_CLUSTER, LABEL_CTIME, LABEL_PARTITION, LABEL_PID
 from ray_on_spark.runtime import host
 from ray_on_spark.runtime.host import executor_key, host_ip_towards
+from ray_on_spark.runtime.ports import port_state
 from ray_on_spark.runtime.private import short_alias
 from ray_on_spark.runtime.restarts import RestartPolicy
 from ray_on_spark.runtime.supervised import SupervisedProcess, supervisor_command
-from ray_on_spark.runtime.supervisor import EXIT_HEAD_LOST, EXIT_PARENT_LOST, EXIT_TERMINATED
+from ray_on_spark.runtime.supervisor import EXIT_HEAD_LOST, EXIT_PARENT_LOST, EXIT_TERMINATED, HEAD_UNREACHABLE_S
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +99,16 @@ def collect_logs_path(collect_dir: Optional[str], name: str) -> Optional[str]:
     return os.path.join(collect_dir, name) if collect_dir else None
 
 
-def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
-    """Barrier task body (see module docstring). Yields JSON status records."""
+def run_worker_node(plan: WorkerPlan, _rows: Iterator, job: Optional[JobSlice] = None) -> Iterator[str]:
+    """Barrier task body (see module docstring). Yields JSON status records.
+
+    ``job``: which of the cluster's nodes this job runs (its first partition) and, for a healing
+    job, what the nodes already running hold on each host.
+    """
     from pyspark import BarrierTaskContext
 
     ctx = BarrierTaskContext.get()
-    partition = ctx.partitionId()
+    partition = (job.first if job is not None else 0) + ctx.partitionId()
     me = describe_host(plan, partition)
     infos = [json.loads(s) for s in ctx.allGather(json.dumps(me))]
     where = f"Ray worker node for Spark partition {partition} on {me['host']}"
@@ -113,11 +118,14 @@ def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
     try:
         if me["error"]:
             raise ValueError(me["error"])
-        hosts = resources.hosts_summary(infos, plan.driver_host, plan.driver_host_reserved)
+        hosts = resources.hosts_summary(infos, plan.driver_host, plan.driver_host_reserved,
+                                        job.held_by_host if job is not None else None)
         share = resources.worker_memory_share(
             hosts[me["host"]], plan.executor_footprint, plan.requested_heap, plan.requested_object_store,
             allow_slow_storage=slow_storage(plan),
         )
+        if job is not None and job.shape is not None:
+            share = resources.healing_share(share, job.shape)
         task_gpus = ctx.resources().get("gpu")
         gpus = list(resources.gpu_addresses_for_node(task_gpus.addresses if task_gpus else [], plan.num_gpus))
         num_cpus = int(ctx.cpus())
@@ -159,11 +167,31 @@ def run_worker_node(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:
                 f"Last exit (supervisor code {rc}): {reason[-2000:]}"
             )
         logger.warning("%s died (supervisor code %s); restarting it in the same Spark task", where, rc)
+        if not _wait_for_head(plan):  # after a partition Ray declared the node dead: back when the link is
+            yield json.dumps({"partition": partition, "status": "stopped",
+                              "reason": f"the Ray head stayed unreachable for {HEAD_UNREACHABLE_S:.0f}s"})
+            return
         node = launch_node(plan, partition, num_cpus, gpus, share)
         restart_error = node.wait_ready(plan.start_timeout + 10)
         if restart_error:
             node.stop()
             raise WorkerNodesStartError(f"{where} died and could not be restarted: {restart_error}")
+
+
+def _wait_for_head(plan: WorkerPlan) -> bool:
+    """Whether the head answers (within :data:`HEAD_UNREACHABLE_S`); False at once when it refuses.
+
+    A node that died because the network to the head was down must not be restarted into the
+    same silence (its ``ray start`` would give up and fail the task, and with it the barrier
+    stage and every other node).
+    """
+    deadline = time.monotonic() + HEAD_UNREACHABLE_S
+    while time.monotonic() < deadline:
+        state = port_state(plan.head_host, plan.head_port)
+        if state != "silent":
+            return state == "open"
+        time.sleep(1.0)
+    return False
 
 
 def describe_hosts_task(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:

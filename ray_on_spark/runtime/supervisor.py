@@ -36,8 +36,14 @@ from ray_on_spark.runtime import procs
 from ray_on_spark.runtime.ports import port_state
 
 READY_MARKERS = ("Ray runtime started", "block forever")
-#: How long the head may stay silent (connect timeouts, not refusals) before it counts as lost.
+#: Silence from the head (connect timeouts, not refusals) this long is noted in the node's log.
 HEAD_SILENCE_S = 10.0
+#: Silence this long counts as a lost head. Why so long: silence is a lost *network* (a partition,
+#: a saturated host), not a stopped head -- a stopped head's host refuses the connection at once.
+#: The node rides a partition out: if Ray declared it dead meanwhile, its raylet exits once the
+#: link returns and the Spark task starts it again. A lost driver host ends the tasks anyway
+#: (the executors lose their driver); this bound only caps how long a node can outlive it.
+HEAD_UNREACHABLE_S = 300.0
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
 EXIT_HEAD_LOST = 3
@@ -141,6 +147,14 @@ class Supervisor:
         finally:
             os._exit(0)
 
+    def _note(self, line: str) -> None:
+        """A line in the node's log (what ``collect_log_to_path`` and a failed start show)."""
+        try:
+            with open(self.args.log, "a") as f:
+                f.write(f"[ray_on_spark supervisor {time.strftime('%H:%M:%S')}] {line}\n")
+        except OSError:
+            pass
+
     def _say(self, line: str) -> None:
         try:
             sys.stdout.write(line + "\n")
@@ -166,6 +180,7 @@ class Supervisor:
         head_misses = 0
         head_seen = False
         head_last_open = time.monotonic()
+        silence_noted = False
         raylets: List[procs.ProcessRecord] = []
         deadline = time.monotonic() + self.args.start_timeout
         code = EXIT_TERMINATED
@@ -207,17 +222,27 @@ class Supervisor:
             if self.args.watch_host:
                 # Once the head has answered, losing it means the cluster is gone --
                 # also while this node is still starting (shutdown right after setup).
-                # Two refusals in a row prove it (nothing listens any more); mere silence
-                # (a timeout: a saturated host, a slow accept) must last HEAD_SILENCE_S.
+                # Two refusals in a row prove it (the head's host is up, nothing listens any
+                # more). Silence (timeouts) is the network: ridden out for HEAD_UNREACHABLE_S.
                 state = port_state(self.args.watch_host, self.args.watch_port)
                 now = time.monotonic()
                 if state == "open":
-                    head_seen, head_misses, head_last_open = True, 0, now
+                    if silence_noted:
+                        self._note(f"the Ray head answers again after {now - head_last_open:.0f}s of silence")
+                    head_seen, head_misses, head_last_open, silence_noted = True, 0, now, False
                 elif head_seen:
-                    head_misses += state == "refused"
-                    if head_misses >= 2 or now - head_last_open > HEAD_SILENCE_S:
-                        code, reason = EXIT_HEAD_LOST, f"Ray head unreachable ({state})"
+                    head_misses = head_misses + 1 if state == "refused" else 0
+                    silent = now - head_last_open
+                    if head_misses >= 2:
+                        code, reason = EXIT_HEAD_LOST, "Ray head gone (its host refuses the connection)"
                         break
+                    if silent > HEAD_UNREACHABLE_S:
+                        code, reason = EXIT_HEAD_LOST, f"Ray head unreachable for {silent:.0f}s ({state})"
+                        break
+                    if silent > HEAD_SILENCE_S and not silence_noted:
+                        silence_noted = True
+                        self._note(f"the Ray head has not answered for {silent:.0f}s ({state}): the network "
+                                   f"to it is down; riding it out for up to {HEAD_UNREACHABLE_S:.0f}s")
             time.sleep(self.args.poll)
         # Read the log before teardown: the node's temp dir (and the log) may be removed.
         tail = _tail(self.args.log) if code in (EXIT_START_FAILED, EXIT_NODE_DIED) else ""

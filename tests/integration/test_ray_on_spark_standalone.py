@@ -284,7 +284,9 @@ def test_lost_executor_degrades_the_cluster_and_it_heals_back_to_all_its_nodes(s
               f"back after {healed_after:.1f}s; health {' -> '.join(seen)}; resubmits {status['resubmits']}")
         assert left_after is not None, "the lost executor's node stayed in the cluster"
         assert seen[-3:] == ["degraded", "healing", "ready"], seen
-        assert status["alive_worker_nodes"] == 2 and status["resubmits"] == 1, status
+        # one job for both nodes, or -- when the executor took over 15 s to come back -- one for the
+        # slot Spark had, then one more when the other returned
+        assert status["alive_worker_nodes"] == 2 and status["resubmits"] in (1, 2), status
         assert any(r.levelno == logging.ERROR and "lost its Spark job" in r.getMessage() for r in caplog.records)
         assert sum(ray.get(refs, timeout=120)) == sum(i * i for i in range(8))
         ray.shutdown()
@@ -312,6 +314,10 @@ def test_requests_the_spark_cluster_cannot_meet_are_refused_before_start(spark, 
 
 def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark, no_ray_left, caplog, tmp_path):
     """Ray on Spark mode: one worker node, so one Spark slot stays free for the conversion jobs."""
+    import gc
+
+    from ray_on_spark.data import lifetimes
+
     ray_on_spark.setup_ray_cluster(max_worker_nodes=1, num_cpus_worker_node=1)
     try:
         ray.init()
@@ -336,6 +342,18 @@ def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark,
         assert through_ray.count() == 30000 and through_ray.to_spark(spark).count() == 30000
     finally:
         ray_on_spark.shutdown_ray_cluster()
+    # to_spark's blocks are released by a background sweeper; once the cluster is gone it must not
+    # call Ray: Ray's actor calls run ray.init() themselves, and in CI the sweeper started a local
+    # Ray on the driver in the middle of the next test's setup.
+    assert not ray.is_initialized()
+    del back
+    gc.collect()
+    deadline = time.monotonic() + 60
+    while lifetimes.TRACKER.tracked() and time.monotonic() < deadline:
+        lifetimes.TRACKER.sweep(collect=True)  # what its thread does every 10 s
+        time.sleep(0.5)
+    assert lifetimes.TRACKER.tracked() == 0, "the JVM kept the dropped DataFrames' broadcasts"
+    assert not ray.is_initialized(), "releasing a conversion of a stopped cluster started a new Ray"
     # A new cluster in the same Spark application: the executors' Python workers that were
     # connected to the old cluster must not stand in the way of the new one.
     ray_on_spark.setup_ray_cluster(max_worker_nodes=1, num_cpus_worker_node=1)
@@ -346,30 +364,23 @@ def test_dataframe_and_dataset_convert_both_ways_through_the_object_store(spark,
         ray_on_spark.shutdown_ray_cluster()
 
 
-def test_to_spark_dataframe_dropped_after_shutdown_starts_no_ray_on_the_driver(spark, no_ray_left):
-    """to_spark's blocks are released from a background sweeper; once the cluster is gone it must
-    not call Ray. Ray's actor calls run ray.init() themselves when not connected: in CI the
-    sweeper started a local Ray on the driver in the middle of the next test's setup."""
-    import gc
+def test_conversion_with_every_slot_held_by_worker_nodes_is_refused_at_once_naming_the_fix(spark, no_ray_left):
+    """Both Spark slots hold Ray worker nodes: a conversion's Spark job could never start, and used
+    to wait for ever. It is refused before any Spark job, saying how to leave a slot free."""
+    from ray_on_spark.errors import NoFreeSparkSlotsError
 
-    from ray_on_spark.data import lifetimes
-
-    ray_on_spark.setup_ray_cluster(max_worker_nodes=1, num_cpus_worker_node=1)
-    try:
+    sc = spark.sparkContext
+    with ray_on_spark.ray_cluster(max_worker_nodes=2, num_cpus_worker_node=1):
         ray.init()
-        df = ray_on_spark.to_spark(ray.data.range(1000), spark)
-        assert df.count() == 1000
-    finally:
-        ray_on_spark.shutdown_ray_cluster()
-    assert not ray.is_initialized()
-    del df
-    gc.collect()
-    deadline = time.monotonic() + 60
-    while lifetimes.TRACKER.tracked() and time.monotonic() < deadline:
-        lifetimes.TRACKER.sweep(collect=True)  # what its thread does every 10 s
-        time.sleep(0.5)
-    assert lifetimes.TRACKER.tracked() == 0, "the JVM kept the dropped DataFrame's broadcast"
-    assert not ray.is_initialized(), "releasing a conversion of a stopped cluster started a new Ray"
+        jobs = active_spark_jobs(sc)  # the worker nodes' barrier job
+        t0 = time.monotonic()
+        with pytest.raises(NoFreeSparkSlotsError, match=r"max_worker_nodes=1") as refused:
+            ray_on_spark.from_spark(spark.range(10))
+        with pytest.raises(NoFreeSparkSlotsError, match=r"Leave a Spark slot free"):
+            ray_on_spark.to_spark(ray.data.range(10), spark)
+        assert time.monotonic() - t0 < 10
+        assert "from_spark" in str(refused.value) and "2 core(s)" in str(refused.value)
+        assert active_spark_jobs(sc) == jobs  # nothing was submitted
 
 
 @pytest.mark.any_spark  # Ray processes and their lifecycle

@@ -4,7 +4,7 @@ Every test under tests/multihost carries the ``multihost`` mark (select: ``-m mu
 out: ``-m 'not multihost'``). They need root (CAP_SYS_ADMIN): without it the rig fails loudly,
 saying what the kernel refused -- it never skips.
 
-The session fixture ``rig`` (3 hosts) is shared by every test of the session. A test that cuts a
+The session fixture ``rig`` (4 hosts) is shared by every test of the session. A test that cuts a
 link restores it (``try/finally``); a test that loses a host (``kill_all``) or must see a fresh
 rig builds its own ``HostRig`` -- they are cheap (well under a second).
 """
@@ -18,7 +18,7 @@ import pytest
 
 from .rig import HostRig
 
-RIG_HOSTS = 3
+RIG_HOSTS = 4
 HERE = Path(__file__).resolve().parent
 
 
@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def rig() -> Iterator[HostRig]:
-    """Three hosts, host0..host2 at 198.51.100.10..12, for the whole session; torn down (and
+    """Four hosts, host0..host3 at 198.51.100.10..13, for the whole session; torn down (and
     checked to leave nothing) at its end."""
     with HostRig(RIG_HOSTS) as shared:
         yield shared

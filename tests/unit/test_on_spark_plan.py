@@ -145,3 +145,12 @@ def test_ray_starts_option_names_are_read_only_when_node_options_need_checking()
         arguments.check_arguments(known_options=names, host_memory=64 * GIB, max_worker_nodes=2,
                                   worker_node_options={"log_stile": "record"})
     assert asked == [1]
+
+
+def test_job_slices_label_their_nodes_with_the_next_partitions():
+    from ray_on_spark.on_spark.plan import JobSlice
+
+    first = JobSlice(first=0, size=2)
+    heal = JobSlice(first=2, size=1, shape=(GIB, GIB))
+    assert list(first.partitions()) == [0, 1] and first.describe() == "0-1" and not first.healing
+    assert list(heal.partitions()) == [2] and heal.describe() == "2" and heal.healing

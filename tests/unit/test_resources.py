@@ -22,6 +22,7 @@ from ray_on_spark.on_spark.resources import (
     executor_footprint_bytes,
     gpu_addresses_for_node,
     head_memory,
+    healing_share,
     hosts_summary,
     worker_memory_share,
 )
@@ -425,3 +426,30 @@ def test_head_memory_honours_explicit_values():
 
 def test_head_object_store_is_raised_to_rays_minimum():
     assert head_memory(0, None, 10 * MIB).object_store_bytes == RAY_MIN_OBJECT_STORE_BYTES
+
+
+def _task_on(host: str, executor: str) -> dict:
+    return {"host": host, "total_memory": 24 * GIB, "shm_bytes": 8 * GIB, "executor": executor}
+
+
+def test_a_healing_job_splits_only_what_the_running_nodes_left_on_each_host():
+    """After a lost host, a new job's node may share a host with a node that kept running: it
+    gets the rest of the host, so together they never exceed it."""
+    running = worker_memory_share(hosts_summary([_task_on("h1", "e1"), _task_on("h1", "e1")], "h0", 0)["h1"], FOOTPRINT_2G)
+    held = {"h1": (running.total_bytes, running.object_store_bytes)}
+    views = hosts_summary([_task_on("h1", "e1"), _task_on("h2", "e2")], "h0", 0, held_by_host=held)
+    assert views["h1"].reserved_bytes == running.total_bytes
+    assert views["h1"].shm_bytes == 8 * GIB - running.object_store_bytes
+    assert views["h2"].reserved_bytes == 0 and views["h2"].shm_bytes == 8 * GIB
+    newcomer = worker_memory_share(views["h1"], FOOTPRINT_2G)
+    budget = int(24 * GIB * HOST_MEMORY_SAFETY_FRACTION) - FOOTPRINT_2G
+    assert running.total_bytes + newcomer.total_bytes <= budget
+
+
+def test_a_healing_node_never_gets_more_than_the_setups_nodes_got():
+    """A node placed alone on a host while the cluster heals partially must leave room for the
+    node that joins it when the lost slots return."""
+    alone = MemoryShare(heap_bytes=10 * GIB, object_store_bytes=4 * GIB)
+    assert healing_share(alone, (3 * GIB, GIB)) == MemoryShare(heap_bytes=3 * GIB, object_store_bytes=GIB)
+    small = MemoryShare(heap_bytes=GIB, object_store_bytes=512 * MIB)
+    assert healing_share(small, (3 * GIB, GIB)) == small  # a fuller host gives less: less it is

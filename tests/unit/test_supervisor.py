@@ -401,7 +401,7 @@ def test_losing_the_watched_port_tears_the_node_down_with_exit_code_3(processes,
     assert rc == EXIT_HEAD_LOST
     assert time.monotonic() - t0 < GONE_TIMEOUT
     assert _wait_gone(tree) == []
-    assert sup.rest().startswith("FAILED Ray head unreachable")
+    assert sup.rest().startswith("FAILED Ray head gone (its host refuses the connection)")
 
 
 @pytest.mark.parametrize("pass_parent_pid", [True, False], ids=["parent-pid", "implicit-parent"])
