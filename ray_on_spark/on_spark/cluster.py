@@ -130,9 +130,9 @@ class _BarrierJob:
         return self.thread is not None and self.thread.is_alive()
 
     def nodes_up(self, views: List[_ray.NodeView], cluster_id: str) -> bool:
-        """Whether all of its nodes registered (a restarted node's predecessor may still be listed)."""
-        mine = {v.labels.get(LABEL_PARTITION) for v in nodes.started_since(nodes.ours(views, cluster_id),
-                                                                          self.submitted_ms)}
+        """Whether all of its nodes registered: its partition labels are its own (a healing job's are
+        new), so no start time is compared -- the workers' clocks need not agree with the driver's."""
+        mine = {v.labels.get(LABEL_PARTITION) for v in nodes.ours(views, cluster_id)}
         return all(str(p) in mine for p in self.slice.partitions())
 
 
@@ -464,7 +464,10 @@ class RayClusterOnSpark:
                 self._report_dead(v)
             if self.plan.autoscaling:
                 continue  # nodes come and go with their one-task jobs; the autoscaler watches them
-            self._heal(views)
+            try:
+                self._heal(views)
+            except Exception as e:  # a py4j or GCS hiccup must not end the watch (no more healing)
+                logger.warning("Ray cluster %s: healing step failed, trying again: %s", self.cluster_id, e)
 
     def _report_dead(self, v: _ray.NodeView) -> None:
         """Say which node went and whether it died or is cut off: the GCS cannot tell (both are failed
@@ -490,10 +493,12 @@ class RayClusterOnSpark:
         """
         now = time.monotonic()
         policy = RestartPolicy(self.plan.max_job_resubmits, self.plan.resubmit_window_s)
-        for job in [j for j in self._jobs if not j.alive]:
+        lost = [j for j in self._jobs if not j.alive]
+        for job in lost:
             self._jobs.remove(job)
             logger.error("The Ray cluster %s lost its Spark job (worker nodes %s): %s", self.cluster_id,
                          job.slice.describe(), self._job_failure_text(job))
+        if lost:  # one incident, however many jobs it ended (a lost host may end several)
             if self._heal_failure is None and not policy.allows(policy.recent(self._losses, now), now):
                 self._heal_failure = (f"its Spark jobs were lost {len(policy.recent(self._losses, now)) + 1} times "
                                       f"within {self.plan.resubmit_window_s:.0f}s")
@@ -510,6 +515,8 @@ class RayClusterOnSpark:
         if missing <= 0 or self._heal_failure is not None:
             self._short_since = None
             return
+        if any(j.alive and not j.up for j in self._jobs):
+            return  # a job still starting: what its nodes will hold is not known yet
         if self._head is not None and self._head.proc.poll() is not None:
             self._heal_failure = "the Ray head node is gone"
             logger.error("Ray cluster %s cannot heal: its head node exited; call shutdown_ray_cluster()",
@@ -556,7 +563,7 @@ class RayClusterOnSpark:
             "dead_worker_nodes": [
                 {"node_id": v.node_id, "partition": v.labels.get(LABEL_PARTITION), "host": v.address,
                  "reason": v.death_reason}
-                for v in self._dead_nodes.values()
+                for v in list(self._dead_nodes.values())
             ],
         }
 

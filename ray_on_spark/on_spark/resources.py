@@ -198,7 +198,9 @@ def hosts_summary(infos: Sequence[dict], driver_host: str, head_reserved: int,
     """Group the barrier tasks' self-descriptions by host into :class:`HostView` objects.
 
     ``held_by_host``: what running worker nodes of the cluster already hold on a host (total
-    bytes, object store bytes) -- a healing job's nodes split only the rest of it.
+    bytes, object store bytes) -- a healing job's nodes split only the rest of its memory. Not
+    of /dev/shm: what the tasks report is its free space, which already leaves out the pages those
+    nodes use (a healing node's object store is capped by the setup's, :func:`healing_share`).
     """
     held_by_host = held_by_host or {}
     by_host: dict = {}
@@ -212,7 +214,7 @@ def hosts_summary(infos: Sequence[dict], driver_host: str, head_reserved: int,
     return {
         host: HostView(
             total_memory=h["total"],
-            shm_bytes=max(0, h["shm"] - held_by_host.get(host, (0, 0))[1]),
+            shm_bytes=h["shm"],  # free space: it already leaves out the pages the running nodes use
             num_ray_worker_nodes=h["nodes"],
             num_executors=len(h["executors"]),
             reserved_bytes=(head_reserved if host == driver_host else 0) + held_by_host.get(host, (0, 0))[0],

@@ -179,17 +179,21 @@ def run_worker_node(plan: WorkerPlan, _rows: Iterator, job: Optional[JobSlice] =
 
 
 def _wait_for_head(plan: WorkerPlan) -> bool:
-    """Whether the head answers (within :data:`HEAD_UNREACHABLE_S`); False at once when it refuses.
+    """Whether the head answers (within :data:`HEAD_UNREACHABLE_S`); False once it refuses twice in a row.
 
     A node that died because the network to the head was down must not be restarted into the
     same silence (its ``ray start`` would give up and fail the task, and with it the barrier
     stage and every other node).
     """
     deadline = time.monotonic() + HEAD_UNREACHABLE_S
+    refusals = 0
     while time.monotonic() < deadline:
         state = port_state(plan.head_host, plan.head_port)
-        if state != "silent":
-            return state == "open"
+        if state == "open":
+            return True
+        refusals = refusals + 1 if state == "refused" else 0
+        if refusals >= 2:  # two in a row, as the supervisor: one may be a reset as the link returns
+            return False
         time.sleep(1.0)
     return False
 

@@ -41,9 +41,11 @@ HEAD_SILENCE_S = 10.0
 #: Silence this long counts as a lost head. Why so long: silence is a lost *network* (a partition,
 #: a saturated host), not a stopped head -- a stopped head's host refuses the connection at once.
 #: The node rides a partition out: if Ray declared it dead meanwhile, its raylet exits once the
-#: link returns and the Spark task starts it again. A lost driver host ends the tasks anyway
-#: (the executors lose their driver); this bound only caps how long a node can outlive it.
-HEAD_UNREACHABLE_S = 300.0
+#: link returns and the Spark task starts it again. Why not longer: past Spark's executor timeout
+#: (``spark.network.timeout``, 120 s by default) the driver has declared the executor lost and
+#: healed the slot elsewhere, and this task's kill may have been lost in the partition -- a node
+#: it started again would be one too many.
+HEAD_UNREACHABLE_S = 90.0
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
 EXIT_HEAD_LOST = 3

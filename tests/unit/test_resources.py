@@ -439,7 +439,7 @@ def test_a_healing_job_splits_only_what_the_running_nodes_left_on_each_host():
     held = {"h1": (running.total_bytes, running.object_store_bytes)}
     views = hosts_summary([_task_on("h1", "e1"), _task_on("h2", "e2")], "h0", 0, held_by_host=held)
     assert views["h1"].reserved_bytes == running.total_bytes
-    assert views["h1"].shm_bytes == 8 * GIB - running.object_store_bytes
+    assert views["h1"].shm_bytes == 8 * GIB  # free space: the running node's pages are not in it
     assert views["h2"].reserved_bytes == 0 and views["h2"].shm_bytes == 8 * GIB
     newcomer = worker_memory_share(views["h1"], FOOTPRINT_2G)
     budget = int(24 * GIB * HOST_MEMORY_SAFETY_FRACTION) - FOOTPRINT_2G
