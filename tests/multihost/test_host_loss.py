@@ -19,9 +19,9 @@ from typing import Iterator
 import pytest
 
 from .agent import Agent
+from .checks import assert_nothing_left, wait_status
 from .rig import HostRig
 from .spark_hosts import SparkOnHosts, host_env
-from .test_ray_on_spark_across_hosts import _assert_nothing_left, _wait_status
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,15 @@ def test_a_lost_host_is_seen_within_15s_and_the_cluster_heals_to_the_slots_left_
     rig, agent, spark = lossy["rig"], lossy["agent"], lossy["spark"]
     agent.call("setup", max_worker_nodes=2, num_cpus_worker_node=2)
     try:
-        _wait_status(agent, lambda s: s["worker_ips"] == [rig[1].ip, rig[2].ip], "two worker nodes", 60)
+        wait_status(agent, lambda s: s["worker_ips"] == [rig[1].ip, rig[2].ip], "two worker nodes", 60)
         t0 = time.monotonic()
         rig[2].kill_all()
-        seen, status = _wait_status(
+        seen, status = wait_status(
             agent, lambda s: s["status"]["degraded"] and rig[2].ip in [d["host"] for d in s["status"]["dead_worker_nodes"]],
             "host2's node seen lost", 60)
         log.info("host2 lost: seen after %.1fs: %s", seen, status)
         assert seen < 15, f"the driver took {seen:.1f}s to see host2 go"
-        partial, status = _wait_status(agent, lambda s: s["worker_ips"] == [rig[1].ip] and s["status"]["health"] == "degraded"
+        partial, status = wait_status(agent, lambda s: s["worker_ips"] == [rig[1].ip] and s["status"]["health"] == "degraded"
                                        and s["status"]["resubmits"] >= 1, "a node back on host1", 120)
         partial_at = time.monotonic() - t0
         log.info("healed to the slots left %.1fs after the loss: %s", partial_at, status)
@@ -73,7 +73,7 @@ def test_a_lost_host_is_seen_within_15s_and_the_cluster_heals_to_the_slots_left_
         assert work["results"] == [0, 1, 4, 9]
         t1 = time.monotonic()
         spark.add_worker(rig[3], cores=3)  # slots return (on another host)
-        back, status = _wait_status(agent, lambda s: s["worker_ips"] == [rig[1].ip, rig[3].ip]
+        back, status = wait_status(agent, lambda s: s["worker_ips"] == [rig[1].ip, rig[3].ip]
                                     and s["status"]["health"] == "ready", "both nodes back", 180)
         print(f"host lost: seen after {seen:.1f}s; one node back (the slots left) after {partial_at:.1f}s; "
               f"both back {time.monotonic() - t1:.1f}s after a new host's worker joined; status {status['status']}")
@@ -82,4 +82,4 @@ def test_a_lost_host_is_seen_within_15s_and_the_cluster_heals_to_the_slots_left_
         assert f"{rig[2].ip}) is unreachable" in driver_log
     finally:
         agent.call("shutdown")
-    _assert_nothing_left([rig[0], rig[1], rig[3]])
+    assert_nothing_left([rig[0], rig[1], rig[3]])

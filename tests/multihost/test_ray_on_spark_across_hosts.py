@@ -22,48 +22,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Iterator
 from urllib.parse import urlparse
 
-import psutil
 import pytest
 
 from .agent import Agent
+from .checks import assert_nothing_left, listeners, wait_status
 from .rig import DEFAULT_SHM_BYTES
 from .spark_hosts import SparkOnHosts, host_env
 
 log = logging.getLogger(__name__)
 
 REPO = str(Path(__file__).resolve().parents[2])
-LIBRARY_FILES = ("ros-", "ray")  # what the library and Ray make in /tmp and /dev/shm
 
 pytestmark = pytest.mark.any_spark  # processes and addresses, not pyspark's API
-
-
-def _left_in(host) -> Dict[str, List[str]]:
-    """What Ray or the library left in a host: processes, and entries in /tmp and /dev/shm."""
-    from helpers import RAY_MARKERS
-
-    listing = host.run(["sh", "-c", "ls -A /tmp /dev/shm"], capture_output=True, text=True, timeout=30).stdout.split()
-    processes = []
-    for pid in host.pids():
-        try:
-            cmd = " ".join(psutil.Process(pid).cmdline())
-        except psutil.Error:
-            continue
-        if any(m in cmd for m in RAY_MARKERS):
-            processes.append(cmd[:150])
-    return {"processes": processes, "files": sorted(n for n in listing if n.startswith(LIBRARY_FILES))}
-
-
-def _assert_nothing_left(hosts, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    for h in hosts:
-        left = _left_in(h)
-        while (left["processes"] or left["files"]) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            left = _left_in(h)
-        assert not left["processes"] and not left["files"], f"{h.name} after shutdown: {left}"
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +94,7 @@ def test_nodes_advertise_their_own_hosts_work_crosses_hosts_and_conversions_are_
     finally:
         agent.call("shutdown")
         shutil.rmtree(shared, ignore_errors=True)
-    _assert_nothing_left(cluster["hosts"])
+    assert_nothing_left(cluster["hosts"])
 
 
 def test_with_every_slot_held_by_worker_nodes_a_conversion_is_refused_at_once(cluster, rig):
@@ -135,7 +108,7 @@ def test_with_every_slot_held_by_worker_nodes_a_conversion_is_refused_at_once(cl
         assert refused["seconds"] < 10 and "max_worker_nodes=1" in refused["message"]
     finally:
         agent.call("shutdown")
-    _assert_nothing_left(cluster["hosts"])
+    assert_nothing_left(cluster["hosts"])
 
 
 def test_a_conversion_on_a_host_without_a_ray_node_runs_through_the_ray_client(cluster, rig):
@@ -160,7 +133,7 @@ def test_a_conversion_on_a_host_without_a_ray_node_runs_through_the_ray_client(c
     finally:
         agent.call("shutdown")
         spark.stop_worker(rig[3])
-    _assert_nothing_left(cluster["hosts"] + [rig[3]])
+    assert_nothing_left(cluster["hosts"] + [rig[3]])
 
 
 TOKENLESS_GCS = """
@@ -184,13 +157,6 @@ except Exception as e:
 """
 
 
-def _listeners(host) -> list:
-    done = host.run([sys.executable, "-m", "tests.multihost.listeners"], cwd=REPO, capture_output=True, text=True,
-                    timeout=60)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
-
-
 def _tokenless(host, script: str, address: str) -> str:
     env = {k: v for k, v in host_env(host).items() if not k.startswith("RAY_AUTH")}
     done = host.run([sys.executable, "-c", script, address], env=env, cwd=REPO, capture_output=True, text=True,
@@ -206,7 +172,7 @@ def test_listening_sockets_on_every_host_and_a_client_without_the_token_is_refus
     hosts = cluster["hosts"]
     started = agent.call("setup", max_worker_nodes=2, min_worker_nodes=1, num_cpus_worker_node=2)
     try:
-        sockets = {h.name: _listeners(h) for h in hosts}
+        sockets = {h.name: listeners(h) for h in hosts}
         print("listening sockets per host:\n" + json.dumps(sockets, indent=1))
         dashboard = urlparse(started["dashboard_url"]).port
         on_dashboard = [e for e in sockets["host0"] if e["port"] == dashboard]
@@ -224,18 +190,7 @@ def test_listening_sockets_on_every_host_and_a_client_without_the_token_is_refus
         assert client.startswith("REFUSED"), client
     finally:
         agent.call("shutdown")
-    _assert_nothing_left(hosts)
-
-
-def _wait_status(agent, ok, what: str, timeout: float) -> tuple:
-    """Poll the driver's status until ``ok(status)``; (seconds it took, the status)."""
-    t0 = time.monotonic()
-    status = agent.call("status")
-    while not ok(status):
-        assert time.monotonic() - t0 < timeout, f"no {what} after {timeout:.0f}s: {status}"
-        time.sleep(0.5)
-        status = agent.call("status")
-    return time.monotonic() - t0, status
+    assert_nothing_left(hosts)
 
 
 def test_a_worker_host_cut_off_for_30s_is_reported_unreachable_and_the_cluster_is_whole_again(cluster, rig):
@@ -248,10 +203,10 @@ def test_a_worker_host_cut_off_for_30s_is_reported_unreachable_and_the_cluster_i
     agent.call("setup", max_worker_nodes=2, num_cpus_worker_node=2)
     cut = False
     try:
-        _wait_status(agent, lambda s: s["worker_ips"] == both, "two worker nodes", 60)
+        wait_status(agent, lambda s: s["worker_ips"] == both, "two worker nodes", 60)
         rig[2].link_down()
         cut, t_cut = True, time.monotonic()
-        detected, status = _wait_status(
+        detected, status = wait_status(
             agent, lambda s: s["worker_ips"] == [rig[1].ip]
             and rig[2].ip in [d["host"] for d in s["status"]["dead_worker_nodes"]], "node loss seen", 60)
         log.info("host2 cut off: the driver saw its node go after %.1fs: %s", detected, status)
@@ -261,7 +216,7 @@ def test_a_worker_host_cut_off_for_30s_is_reported_unreachable_and_the_cluster_i
         time.sleep(max(0.0, 30 - (time.monotonic() - t_cut)))
         rig[2].link_up()
         cut, t_up = False, time.monotonic()
-        recovered, status = _wait_status(agent, lambda s: s["worker_ips"] == both and not s["status"]["degraded"],
+        recovered, status = wait_status(agent, lambda s: s["worker_ips"] == both and not s["status"]["degraded"],
                                          "both worker nodes back", 180)
         log.info("link back: the cluster was whole again %.1fs later: %s", recovered, status)
         print(f"partition of host2: detected after {detected:.1f}s; whole again {recovered:.1f}s after the link "
@@ -275,4 +230,4 @@ def test_a_worker_host_cut_off_for_30s_is_reported_unreachable_and_the_cluster_i
         if cut:
             rig[2].link_up()
         agent.call("shutdown")
-    _assert_nothing_left(cluster["hosts"])
+    assert_nothing_left(cluster["hosts"])

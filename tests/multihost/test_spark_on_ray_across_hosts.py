@@ -24,8 +24,8 @@ import psutil
 import pytest
 
 from .agent import Agent
+from .checks import listeners
 from .spark_hosts import host_env
-from .test_ray_on_spark_across_hosts import _listeners
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def test_executors_spread_over_hosts_bind_the_hosts_address_and_stop_spark_leave
                 left = _session_leftovers(h, driver)
             assert left == {"java": [], "files": []}, (h.name, left)
         master_port = int(session["master"].rsplit(":", 1)[1])  # the master (in the driver's JVM) is stopped
-        assert not [e for e in _listeners(rig[0]) if e["port"] == master_port]
+        assert not [e for e in listeners(rig[0]) if e["port"] == master_port]
     finally:
         if not stopped:
             agent.call("stop_spark_on_ray")
