@@ -319,6 +319,33 @@ def registered_executors(sc: "SparkContext") -> int:
     return int(sc._jsc.sc().getExecutorMemoryStatus().size()) - 1
 
 
+def executor_allocation_target(sc: "SparkContext") -> Optional[int]:
+    """How many executors Spark's dynamic allocation wants now (default resource profile); None without it.
+
+    Spark's ``ExecutorAllocationManager`` keeps this target (``numExecutorsTargetPerResourceProfileId``,
+    public in the bytecode) and sends it to the cluster manager; reading it is what a cluster
+    manager's ``doRequestTotalExecutors`` would be told.
+    """
+    manager = sc._jsc.sc().executorAllocationManager()
+    if manager.isEmpty():
+        return None
+    target = manager.get().numExecutorsTargetPerResourceProfileId().get(0)  # DEFAULT_RESOURCE_PROFILE_ID
+    return int(target.get()) if target.isDefined() else 0
+
+
+def executors_being_removed(sc: "SparkContext") -> List[str]:
+    """Registered executors that the driver no longer counts as active: Spark asked to kill them
+    (dynamic allocation found them idle), or lost them and waits for the reason."""
+    backend = sc._jsc.sc().schedulerBackend()
+    ids = backend.getExecutorIds()
+    out = []
+    for i in range(ids.size()):
+        executor_id = ids.apply(i)
+        if not backend.isExecutorActive(executor_id):
+            out.append(str(executor_id))
+    return out
+
+
 def executor_hosts(sc: "SparkContext") -> List[str]:
     """The hosts of the executors and of the driver, as Spark names them."""
     return sorted({e.host() for e in sc._jsc.sc().statusTracker().getExecutorInfos()})

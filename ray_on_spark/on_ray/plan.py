@@ -27,7 +27,6 @@ OWNED_CONFS: Dict[str, Optional[str]] = {
     "spark.executor.cores": "executor_cores",
     "spark.executor.memory": "executor_memory",
     "spark.cores.max": "num_executors and executor_cores",
-    "spark.dynamicAllocation.enabled": None,
     "spark.authenticate": None,
     "spark.authenticate.secret": None,
 }
@@ -67,6 +66,68 @@ def restart_policy(configs: Mapping[str, str], num_executors: int) -> RestartPol
             raise ValueError(f"configs[{FAILURES_WINDOW_CONF!r}]={configs[FAILURES_WINDOW_CONF]!r} must be "
                              f"longer than 0, e.g. '10min'.")
     return RestartPolicy(most, window)
+
+
+#: Spark's dynamic allocation confs that the plan reads (the others, such as the idle timeouts,
+#: are Spark's own business and pass through).
+DYNAMIC_CONF = "spark.dynamicAllocation.enabled"
+MIN_EXECUTORS_CONF = "spark.dynamicAllocation.minExecutors"
+MAX_EXECUTORS_CONF = "spark.dynamicAllocation.maxExecutors"
+INITIAL_EXECUTORS_CONF = "spark.dynamicAllocation.initialExecutors"
+SHUFFLE_TRACKING_CONF = "spark.dynamicAllocation.shuffleTracking.enabled"
+SHUFFLE_SERVICE_CONF = "spark.shuffle.service.enabled"
+
+
+@dataclass(frozen=True)
+class DynamicAllocation:
+    """Spark's executor bounds under ``spark.dynamicAllocation.enabled=true``.
+
+    Spark's own ``ExecutorAllocationManager`` decides how many executors the application wants;
+    the session (:mod:`ray_on_spark.on_ray.dynamic`) turns that target into executor actors.
+    ``initial`` is Spark's rule: the largest of ``minExecutors``, ``initialExecutors`` and
+    ``spark.executor.instances`` (``num_executors``).  ``maximum`` None: Spark's default, no cap
+    (Ray's room is the cap then: requests beyond it wait).
+    """
+
+    minimum: int
+    maximum: Optional[int]
+    initial: int
+
+
+def _count_conf(configs: Mapping[str, str], key: str, default: Optional[int]) -> Optional[int]:
+    raw = configs.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"configs[{key!r}]={raw!r} must be a whole number of executors >= 0, e.g. '2'.")
+    return value
+
+
+def dynamic_allocation(configs: Mapping[str, str], num_executors: int) -> Optional[DynamicAllocation]:
+    """The bounds when ``configs`` turn dynamic allocation on, else None; bad values are refused here."""
+    raw = configs.get(DYNAMIC_CONF, "false").strip().lower()
+    if raw not in ("true", "false"):
+        raise ValueError(f"configs[{DYNAMIC_CONF!r}]={configs[DYNAMIC_CONF]!r} must be 'true' or 'false'.")
+    if raw == "false":
+        return None
+    low = _count_conf(configs, MIN_EXECUTORS_CONF, 0)
+    high = _count_conf(configs, MAX_EXECUTORS_CONF, None)
+    assert low is not None
+    if high is not None and (high < 1 or high < low):
+        raise ValueError(
+            f"configs[{MAX_EXECUTORS_CONF!r}]={configs[MAX_EXECUTORS_CONF]!r} must be >= 1 and >= "
+            f"{MIN_EXECUTORS_CONF}={low}, e.g. '{max(low, 2)}'.")
+    initial = max(low, _count_conf(configs, INITIAL_EXECUTORS_CONF, 0) or 0, num_executors)
+    if high is not None and initial > high:
+        raise ValueError(
+            f"num_executors={num_executors} (with {MIN_EXECUTORS_CONF}/{INITIAL_EXECUTORS_CONF}) starts "
+            f"{initial} executors, more than {MAX_EXECUTORS_CONF}={high}; start with at most {high}, "
+            f"e.g. num_executors=0 to let Spark add executors as jobs need them.")
+    return DynamicAllocation(low, high, initial)
 
 
 #: RayDP's confs for what each executor's actor reserves in Ray: ``<prefix>cpu`` (CPUs, fractional
@@ -148,6 +209,13 @@ class ExecutorPlan:
     restarts: RestartPolicy = RestartPolicy(3, DEFAULT_FAILURES_WINDOW_S)
     #: What each actor reserves besides its heap (default: executor_cores CPUs); None: that default.
     resources: Optional[ActorResources] = None
+    #: Spark's dynamic allocation bounds; None: a fixed ``num_executors`` on a placement group.
+    dynamic: Optional[DynamicAllocation] = None
+
+    @property
+    def initial_executors(self) -> int:
+        """How many executors init_spark starts with (dynamic allocation: Spark's initial count)."""
+        return self.dynamic.initial if self.dynamic is not None else self.num_executors
 
     @property
     def actor(self) -> ActorResources:
@@ -186,11 +254,17 @@ class ExecutorPlan:
             "spark.app.name": self.app_name,
             "spark.executor.cores": str(self.executor_cores),
             "spark.executor.memory": f"{self.executor_memory_mib}m",
-            # One executor per worker (each worker has exactly one executor's cores), so
-            # the app gets exactly num_executors executors.
-            "spark.cores.max": str(self.executor_cores * self.num_executors),
-            "spark.dynamicAllocation.enabled": "false",
         })
+        if self.dynamic is None:
+            # What the standalone master would grant: exactly num_executors executors' cores.
+            confs["spark.cores.max"] = str(self.executor_cores * self.num_executors)
+            confs[DYNAMIC_CONF] = "false"
+        else:
+            confs["spark.executor.instances"] = str(self.num_executors)  # one of Spark's initial-count inputs
+        if self.dynamic is not None and SHUFFLE_SERVICE_CONF not in self.configs:
+            # No external shuffle service here: Spark keeps an executor while it holds shuffle
+            # data that a live job may read (Spark 4's default; Spark 3.5 refuses to start without it).
+            confs.setdefault(SHUFFLE_TRACKING_CONF, "true")
         if self.enable_hive:
             confs["spark.sql.catalogImplementation"] = "hive"
         return confs
@@ -218,7 +292,13 @@ def plan_executors(
     """Check init_spark's arguments (without looking at Ray) and return the plan."""
     if not isinstance(app_name, str) or not app_name.strip():
         raise ValueError(f"app_name={app_name!r} must be a non-empty string, e.g. app_name='etl'.")
-    n = _positive_int("num_executors", num_executors, 2)
+    if configs is None:
+        configs = {}
+    dynamic_on = isinstance(configs, Mapping) and str(configs.get(DYNAMIC_CONF, "")).strip().lower() == "true"
+    if dynamic_on and num_executors == 0 and not isinstance(num_executors, bool):
+        n = 0  # dynamic allocation: Spark adds executors as jobs need them
+    else:
+        n = _positive_int("num_executors", num_executors, 2)
     cores = _positive_int("executor_cores", executor_cores, 1)
     try:
         memory = parse_memory(executor_memory, name="executor_memory")
@@ -271,9 +351,17 @@ def plan_executors(
             "placement_group_bundle_indexes was given without placement_group; pass placement_group=<your "
             "PlacementGroup> too, or drop the indexes."
         )
-    restarts = restart_policy(clean, n)
+    dynamic = dynamic_allocation(clean, n)
+    if dynamic is not None and (has_placement_group or placement_group_strategy is not None):
+        raise ValueError(
+            f"{DYNAMIC_CONF}=true cannot be combined with a placement group ("
+            f"{'placement_group' if has_placement_group else f'placement_group_strategy={placement_group_strategy!r}'}): "
+            "a placement group reserves a fixed number of executors up front, which is what dynamic allocation "
+            "avoids. Drop the placement group argument, or set a fixed num_executors without dynamic allocation.")
+    restarts = restart_policy(clean, max(n, dynamic.maximum or dynamic.initial if dynamic else n))
     resources = actor_resources(clean, cores)
     return ExecutorPlan(
+        dynamic=dynamic,
         restarts=restarts,
         resources=resources,
         app_name=app_name,
@@ -313,13 +401,13 @@ def check_fits(plan: ExecutorPlan, total: Mapping[str, float], per_node_cpus: Se
     each_cpus = plan.actor.cpus
     what = (f"executor_cores={plan.executor_cores}" if each_cpus == plan.executor_cores
             else f"{ACTOR_RESOURCE_PREFIXES[0]}cpu={each_cpus:g}")
-    cpus = plan.num_executors * each_cpus
+    cpus = plan.initial_executors * each_cpus
     have = total.get("CPU", 0.0)
     if cpus > have + 1e-9:
         fit = max(1, int(have // each_cpus)) if have >= each_cpus else 0
         hint = (f"use num_executors<={fit}" if fit else f"use executor_cores<={int(have)}") + " or a bigger Ray cluster"
         raise ValueError(
-            f"num_executors={plan.num_executors} x {what} = {cpus:g} CPUs, but this "
+            f"num_executors={plan.initial_executors} x {what} = {cpus:g} CPUs, but this "
             f"Ray cluster has {have:g} CPUs in all; {hint}."
         )
     biggest = max(per_node_cpus, default=0.0)
@@ -330,17 +418,17 @@ def check_fits(plan: ExecutorPlan, total: Mapping[str, float], per_node_cpus: Se
         )
     wanted = {k: v for k, v in plan.bundle().items() if k not in ("CPU", "memory")}
     for name, each in wanted.items():
-        need, have_it = each * plan.num_executors, total.get(name, 0.0)
+        need, have_it = each * plan.initial_executors, total.get(name, 0.0)
         if need > have_it:
             conf = GPU_AMOUNT_CONF if name == "GPU" else f"{ACTOR_RESOURCE_PREFIXES[0]}{name}"
             raise ValueError(
-                f"num_executors={plan.num_executors} x {conf}={each:g} = {need:g} {name}, but this Ray cluster has "
+                f"num_executors={plan.initial_executors} x {conf}={each:g} = {need:g} {name}, but this Ray cluster has "
                 f"{have_it:g} {name} in all; use fewer executors, a smaller {conf}, or Ray nodes with that resource.")
-    memory = plan.num_executors * plan.executor_memory
+    memory = plan.initial_executors * plan.executor_memory
     have_mem = total.get("memory", 0.0)
     if memory > have_mem:
         raise ValueError(
-            f"num_executors={plan.num_executors} x executor_memory={format_bytes(plan.executor_memory)} = "
+            f"num_executors={plan.initial_executors} x executor_memory={format_bytes(plan.executor_memory)} = "
             f"{format_bytes(memory)}, but this Ray cluster has {format_bytes(int(have_mem))} of memory to give; "
-            f"use a smaller executor_memory (e.g. '{max(1, int(have_mem / plan.num_executors / GIB))}GB') or fewer executors."
+            f"use a smaller executor_memory (e.g. '{max(1, int(have_mem / plan.initial_executors / GIB))}GB') or fewer executors."
         )

@@ -106,7 +106,7 @@ class ExecutorKeeper:
                 slot = watches.pop(ref)
                 if self._closed.is_set():
                     return
-                reason = _why(ref)
+                reason = why_executor_ended(ref)
                 new_ref = self._replace(slot, reason)
                 if new_ref is not None:
                     watches[new_ref] = slot
@@ -170,7 +170,7 @@ class ExecutorKeeper:
         logger.error("%s", self.failure)
 
 
-def _why(ref: Any) -> str:
+def why_executor_ended(ref: Any) -> str:
     """What ended an executor, from its actor's ``wait_exit`` call."""
     import ray
 

@@ -33,6 +33,7 @@ from ray_on_spark import spark_env
 from ray_on_spark.data import holders, ray_entry_points
 from ray_on_spark.errors import SparkOnRayStartError
 from ray_on_spark.on_ray import cds, jit
+from ray_on_spark.on_ray.dynamic import DynamicExecutors
 from ray_on_spark.on_ray.executor_actor import ExecutorActor, ExecutorLaunch
 from ray_on_spark.on_ray.plan import ExecutorPlan
 from ray_on_spark.on_ray.replacement import ExecutorKeeper
@@ -85,6 +86,7 @@ class SparkOnRay:
         self.data = holders.open_session_scope()
         self._entry_points = False  # whether start() routed Ray's from_spark / to_spark through ours
         self._keeper: Optional[ExecutorKeeper] = None
+        self._dynamic: Optional[DynamicExecutors] = None  # under dynamic allocation, in the keeper's place
 
     @property
     def holder(self) -> Optional[holders.Holder]:
@@ -116,10 +118,12 @@ class SparkOnRay:
             gateway.start()
         else:
             self._start_master(host)
-        self._reserve()
-        indexes = self.plan.bundle_indexes or list(range(self.plan.num_executors))
-        for i, bundle in enumerate(indexes):
-            self.actors.append(self._new_actor(bundle, i))
+        indexes: List[int] = []
+        if self.plan.dynamic is None:  # a fixed number: gang-reserved now, started while the driver comes up
+            self._reserve()
+            indexes = self.plan.bundle_indexes or list(range(self.plan.num_executors))
+            for i, bundle in enumerate(indexes):
+                self.actors.append(self._new_actor(bundle, i))
         if in_driver:
             gateway.join(self.start_timeout)
             if any(o.startswith("-XX:DumpLoadedClassList") for o in driver_cds):
@@ -131,6 +135,14 @@ class SparkOnRay:
         self.spark = self._session(host)
         self.timings["session_s"] = time.monotonic() - t0
         launch = self._launch_spec(worker_host)
+        if self.plan.dynamic is not None:
+            self._start_dynamic(launch)
+            self.timings["ready_s"] = time.monotonic() - t0
+            self._entry_points = ray_entry_points.install()
+            logger.info("Spark on Ray is up in %.1fs with dynamic allocation: %d executor(s) x %d cores now, "
+                        "Spark adds and removes them (driver %s)", self.timings["ready_s"], self.executor_count(),
+                        self.plan.executor_cores, self.spark.sparkContext.applicationId)
+            return self.spark
         starts = [a.start.remote(launch, self.start_timeout) for a in self.actors]
         try:
             self.workers = ray.get(starts, timeout=self.start_timeout + 10)
@@ -153,12 +165,26 @@ class SparkOnRay:
                     self.plan.num_executors, self.plan.executor_cores, self.spark.sparkContext.applicationId)
         return self.spark
 
-    def _new_actor(self, bundle: int, executor_id: int) -> "ActorHandle":
-        """An executor actor on placement-group bundle ``bundle``; its executor gets id ``executor_id``."""
+    def _start_dynamic(self, launch: ExecutorLaunch) -> None:
+        """Dynamic allocation: executors follow Spark's target (:mod:`ray_on_spark.on_ray.dynamic`);
+        init_spark returns once Spark's initial executors registered."""
+        assert self.spark is not None
+        self._dynamic = DynamicExecutors(
+            self.spark.sparkContext, self.plan.restarts,
+            new_actor=lambda executor_id: self._start_actor(None, executor_id, launch),
+            on_started=self._started, describe=lambda: str(self.plan.bundle()))
+        self._dynamic.start()
+        self._wait_executors(self.plan.initial_executors, self.reserve_timeout + self.start_timeout)
+
+    def _new_actor(self, bundle: Optional[int], executor_id: int) -> "ActorHandle":
+        """An executor actor on placement-group bundle ``bundle`` (None: wherever Ray has room); its
+        executor gets id ``executor_id``."""
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         actor = self.plan.actor
+        strategy = (None if bundle is None
+                    else PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle))
         return ray.remote(ExecutorActor).options(
             num_cpus=actor.cpus,
             num_gpus=actor.gpus,
@@ -166,10 +192,11 @@ class SparkOnRay:
             memory=self.plan.executor_memory,
             max_restarts=0,
             max_concurrency=4,  # wait_exit stays open while stop and jvm_pids get through
-            scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle),
+            scheduling_strategy=strategy,
         ).remote(executor_id)
 
-    def _start_actor(self, bundle: int, executor_id: int, launch: ExecutorLaunch) -> Tuple["ActorHandle", Any]:
+    def _start_actor(self, bundle: Optional[int], executor_id: int,
+                     launch: ExecutorLaunch) -> Tuple["ActorHandle", Any]:
         """A replacement executor: its actor, and the call that returns once it registered with the driver."""
         actor = self._new_actor(bundle, executor_id)
         return actor, actor.start.remote(launch, self.start_timeout)
@@ -182,7 +209,8 @@ class SparkOnRay:
     @property
     def executor_failure(self) -> Optional[Exception]:
         """Why lost executors are no longer replaced (``spark.executor.maxNumFailures`` reached), else None."""
-        return self._keeper.failure if self._keeper is not None else None
+        watcher = self._keeper or self._dynamic
+        return watcher.failure if watcher is not None else None
 
     @property
     def replacements(self) -> List[Any]:
@@ -329,15 +357,16 @@ class SparkOnRay:
             builder = builder.enableHiveSupport()
         return builder.getOrCreate()
 
-    def _wait_executors(self) -> None:
+    def _wait_executors(self, n: Optional[int] = None, timeout: Optional[float] = None) -> None:
         assert self.spark is not None
         sc = self.spark.sparkContext
-        n = self.plan.num_executors
-        if poll_until(lambda: spark_env.registered_executors(sc) >= n, timeout=self.start_timeout, poll=0.05):
+        n = self.plan.num_executors if n is None else n
+        timeout = self.start_timeout if timeout is None else timeout
+        if poll_until(lambda: spark_env.registered_executors(sc) >= n, timeout=timeout, poll=0.05):
             return
         raise SparkOnRayStartError(
             f"only {spark_env.registered_executors(sc)} of {n} Spark executors registered within "
-            f"{self.start_timeout:.0f}s; executor logs are in each actor's ros-spark-w* temp dir"
+            f"{timeout:.0f}s; executor logs are in each actor's ros-spark-w* temp dir"
         )
 
     # ------------------------------------------------------------------ queries
@@ -376,6 +405,9 @@ class SparkOnRay:
 
         if self._keeper is not None:  # first: the actors stopped below are not losses to replace
             self._keeper.close()
+        if self._dynamic is not None:
+            self._dynamic.close()
+            self.actors = self.actors + self._dynamic.actors()
         if self.spark is not None:
             try:
                 self.spark.stop()

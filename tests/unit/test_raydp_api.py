@@ -192,3 +192,63 @@ def test_a_submission_that_cannot_run_is_refused_naming_what_works(tmp_path, nam
         (tmp_path / existing).write_text("")
     with pytest.raises(ValueError, match=message):
         check_submission(Submission(str(tmp_path / name), main_class=main_class))
+
+
+# ---------------------------------------------------------------- dynamic allocation (pure parts)
+from ray_on_spark.on_ray.dynamic import Moves, decide  # noqa: E402
+from ray_on_spark.on_ray.plan import DynamicAllocation  # noqa: E402
+
+DYN = {"spark.dynamicAllocation.enabled": "true"}
+
+
+def test_dynamic_allocation_starts_at_zero_executors_and_uses_no_placement_group():
+    plan = plan_executors("a", 0, 1, "1GB", {**DYN, "spark.dynamicAllocation.maxExecutors": "3"})
+    assert plan.dynamic == DynamicAllocation(minimum=0, maximum=3, initial=0)
+    confs = plan.spark_confs("spark://h:1", "h", "python")
+    assert confs["spark.dynamicAllocation.enabled"] == "true" and "spark.cores.max" not in confs
+    # no external shuffle service: Spark keeps executors that hold live shuffle data
+    assert confs["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
+    assert confs["spark.executor.instances"] == "0"
+
+
+def test_sparks_initial_executor_count_is_the_largest_of_min_initial_and_num_executors():
+    plan = plan_executors("a", 1, 1, "1GB", {**DYN, "spark.dynamicAllocation.minExecutors": "2",
+                                              "spark.dynamicAllocation.initialExecutors": "1"})
+    assert plan.dynamic.initial == 2 and plan.initial_executors == 2
+
+
+def test_a_fixed_session_still_refuses_zero_executors_and_sets_cores_max():
+    with pytest.raises(ValueError, match=r"num_executors=0 must be >= 1"):
+        plan_executors("a", 0, 1, "1GB")
+    confs = plan_executors("a", 2, 1, "1GB").spark_confs("spark://h:1", "h", "python")
+    assert confs["spark.dynamicAllocation.enabled"] == "false" and confs["spark.cores.max"] == "2"
+
+
+@pytest.mark.parametrize("configs, kwargs, message", [
+    ({"spark.dynamicAllocation.maxExecutors": "0"}, {}, r"maxExecutors'\]='0' must be >= 1"),
+    ({"spark.dynamicAllocation.minExecutors": "3", "spark.dynamicAllocation.maxExecutors": "2"}, {},
+     r"must be >= 1 and >= spark.dynamicAllocation.minExecutors=3"),
+    ({"spark.dynamicAllocation.minExecutors": "-1"}, {}, r"minExecutors'\]='-1' must be a whole number"),
+    ({"spark.dynamicAllocation.maxExecutors": "2"}, {"num_executors": 3}, r"starts 3 executors, more than"),
+    ({}, {"placement_group_strategy": "PACK"}, r"cannot be combined with a placement group"),
+])
+def test_bad_dynamic_allocation_settings_are_refused_before_anything_starts(configs, kwargs, message):
+    args = {"num_executors": 0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        plan_executors("a", args.pop("num_executors"), 1, "1GB", {**DYN, **configs}, **args)
+
+
+def test_a_rising_target_starts_the_executors_missing():
+    assert decide(3, pending=[2], running=[0], removing=set()) == Moves(launch=1)
+
+
+def test_a_falling_target_gives_up_the_newest_pending_executors_not_running_ones():
+    assert decide(1, pending=[3, 4], running=[0, 1], removing=set()) == Moves(cancel=(4, 3))
+
+
+def test_executors_spark_removes_are_stopped_and_not_replaced_while_the_target_fell_with_them():
+    assert decide(1, pending=[], running=[0, 1], removing={1}) == Moves(remove=(1,))
+
+
+def test_a_lost_executor_no_longer_running_is_started_again_while_the_target_counts_it():
+    assert decide(2, pending=[], running=[1], removing=set()) == Moves(launch=1)
