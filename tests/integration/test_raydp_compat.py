@@ -229,8 +229,6 @@ def _worker_node(address: str, env: dict, tmp, name: str) -> "tuple[subprocess.P
     return node, temp
 
 
-@pytest.mark.skip(reason="flaky (1 of 3 runs: the driver failed after the raylet kill, cause not found yet); "
-                         "see issue 15's note; it passed in CI and twice here")
 @pytest.mark.any_spark  # Ray-level: node loss; the actor-kill and JVM-kill replacements run on both
 def test_an_executor_whose_raylet_dies_is_replaced_once_ray_has_room_again(shared_ray):
     """SIGKILL the raylet of the node an executor runs on: Spark loses the executor, Ray places its
