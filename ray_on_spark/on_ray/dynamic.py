@@ -154,7 +154,7 @@ class DynamicExecutors:
         return self._connection is not None and _ray.connection_id() == self._connection
 
     def _run(self) -> None:
-        while not self._closed.is_set() and self._connected():
+        while not self._closed.is_set() and self._connected() and self._sc._jsc is not None:
             try:
                 self._step()
             except Exception as e:  # the SparkContext or Ray went away under us
