@@ -319,6 +319,11 @@ def registered_executors(sc: "SparkContext") -> int:
     return int(sc._jsc.sc().getExecutorMemoryStatus().size()) - 1
 
 
+def context_stopped(sc: "SparkContext") -> bool:
+    """Whether ``sc`` was stopped (pyspark drops its Java context then)."""
+    return sc._jsc is None
+
+
 def executor_allocation_target(sc: "SparkContext") -> Optional[int]:
     """How many executors Spark's dynamic allocation wants now (default resource profile); None without it.
 

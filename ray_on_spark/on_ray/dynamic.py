@@ -154,7 +154,7 @@ class DynamicExecutors:
         return self._connection is not None and _ray.connection_id() == self._connection
 
     def _run(self) -> None:
-        while not self._closed.is_set() and self._connected() and self._sc._jsc is not None:
+        while not self._closed.is_set() and self._connected() and not spark_env.context_stopped(self._sc):
             try:
                 self._step()
             except Exception as e:  # the SparkContext or Ray went away under us
