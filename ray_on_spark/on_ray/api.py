@@ -53,6 +53,12 @@ def init_spark(
     loss) is accepted and changes nothing here: converted blocks are always owned by the
     data holder's block owners, never by executors (:mod:`ray_on_spark.data.holders`).
 
+    With ``configs={"spark.dynamicAllocation.enabled": "true", ...}`` Spark's own allocation
+    manager decides how many executors run, from ``num_executors`` (0 allowed) up to
+    ``spark.dynamicAllocation.maxExecutors``: executor actors start as Spark asks (waiting while
+    Ray lacks room) and idle ones stop, returning their resources to Ray
+    (:mod:`ray_on_spark.on_ray.dynamic`).  No placement group is used then.
+
     ``reserve_timeout_s`` (ours, keyword only): how long to wait for Ray to place every executor's
     bundle when it lacks room now (other actors hold it), logging what it waits for; then a
     clear error.  Default 30 s, and a request larger than the whole Ray cluster is refused at
