@@ -9,6 +9,7 @@ endpoint, and ``stop()`` ends exactly the processes it started.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -144,11 +145,35 @@ class LocalStandaloneSpark:
         if not os.environ.get("RAY_ON_SPARK_KEEP_SPARK_LOGS"):
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
+    def executor_deaths(self, tail: int = 60) -> str:
+        """The last ``tail`` lines of every executor log here that shows the executor dying of an
+        error (an ``OutOfMemoryError``: Spark's exit code 52; an uncaught exception), for a failed
+        test's report: the work dir is removed when the cluster stops."""
+        return executor_deaths(os.path.join(self.work_dir, "work"), tail)
+
     def __enter__(self) -> "LocalStandaloneSpark":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+#: What in an executor's stderr means it died of an error worth showing with a failed test.
+EXECUTOR_DEATHS = ("OutOfMemoryError", "Uncaught exception in thread")
+
+
+def executor_deaths(worker_dir: str, tail: int = 60) -> str:
+    """Tails of the executor logs (``<worker_dir>/<app>/<executor>/stderr``) that show an executor dying."""
+    shown = []
+    for path in sorted(glob.glob(os.path.join(worker_dir, "*", "*", "stderr"))):
+        try:
+            with open(path, errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        if any(d in line for line in lines for d in EXECUTOR_DEATHS):
+            shown.append(f"--- {path} (last {tail} lines)\n" + "\n".join(lines[-tail:]))
+    return "\n".join(shown)
 
 
 def session_builder(master: str, app_name: str = "ray_on_spark", executor_memory: str = "1g") -> "SparkSession.Builder":

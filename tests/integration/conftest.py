@@ -16,13 +16,31 @@ logging.getLogger("ray_on_spark").setLevel(logging.INFO)
 os.environ["RAY_ON_SPARK_CDS"] = "0"
 
 
+_CLUSTERS: list = []  # the session's standalone cluster, for the failure report below
+
+
 @pytest.fixture(scope="session")
 def standalone():
     from ray_on_spark.testing.local_standalone import LocalStandaloneSpark
 
     cluster = LocalStandaloneSpark(num_workers=2, cores=1, memory="2g").start()
+    _CLUSTERS.append(cluster)
     yield cluster
+    _CLUSTERS.remove(cluster)
     cluster.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the tail of every executor log of the shared standalone
+    cluster that shows an executor dying (an OOM: exit code 52): the work dirs are removed at
+    the session's end, so CI output is the only place that evidence survives."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _CLUSTERS:
+        deaths = _CLUSTERS[0].executor_deaths()
+        if deaths:
+            report.sections.append(("executors that died", deaths[-12000:]))
 
 
 @pytest.fixture(scope="module")
