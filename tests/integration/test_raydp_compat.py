@@ -253,6 +253,11 @@ while not session.replacements and time.monotonic() < deadline:
     time.sleep(0.2)
 r = session.replacements[0]
 print("REPLACED", r.lost_executor, r.new_executor, round(r.seconds, 1), "|", r.reason, flush=True)
+# A replacement counts once its executor registered; its block manager registers a moment later,
+# and executor_count() counts block managers (CI once read 1 here, right after the replacement).
+deadline = time.monotonic() + 30
+while session.executor_count() < 2 and time.monotonic() < deadline:
+    time.sleep(0.1)
 print("EXECUTORS", session.executor_count(), "COUNT", spark.range(0, 1000, numPartitions=8).count(), flush=True)
 ray_on_spark.stop_spark()
 """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp), env=env)

@@ -204,7 +204,11 @@ def test_a_lost_executor_is_replaced_and_stop_spark_cleans_up(spark, before):
     assert (first.lost_executor, first.new_executor) == (0, 2) and "actor died" in first.reason
     logging.getLogger(__name__).info("actor killed -> replacement registered: %.1fs (%.1fs after the loss was seen)",
                                      kill_to_registered, first.seconds)
-    assert cluster.executor_count() == 2 and cluster.actors[0] is not victim
+    poll_deadline = time.monotonic() + 20  # its block manager registers a moment after the executor
+    while cluster.executor_count() != 2:
+        assert time.monotonic() < poll_deadline
+        time.sleep(0.1)
+    assert cluster.actors[0] is not victim
     while [p for p in victim_jvms if _running(p)]:
         assert time.monotonic() < deadline, "the killed actor's Spark JVMs are still running"
         time.sleep(0.1)
