@@ -29,7 +29,7 @@ from ray_on_spark.on_spark.plan import JobSlice, WorkerPlan
 from ray_on_spark.on_spark.ray_start import LABEL_CLUSTER, LABEL_CTIME, LABEL_PARTITION, LABEL_PID
 from ray_on_spark.runtime import host
 from ray_on_spark.runtime.host import executor_key, host_ip_towards
-from ray_on_spark.runtime.ports import port_state
+from ray_on_spark.runtime.ports import HeadVerdict, HeadWatch, port_state
 from ray_on_spark.runtime.private import short_alias
 from ray_on_spark.runtime.restarts import RestartPolicy
 from ray_on_spark.runtime.supervised import SupervisedProcess, supervisor_command
@@ -185,17 +185,18 @@ def _wait_for_head(plan: WorkerPlan) -> bool:
     same silence (its ``ray start`` would give up and fail the task, and with it the barrier
     stage and every other node).
     """
-    deadline = time.monotonic() + HEAD_UNREACHABLE_S
-    refusals = 0
-    while time.monotonic() < deadline:
+    watch = HeadWatch(HEAD_UNREACHABLE_S, time.monotonic())
+    while True:
         state = port_state(plan.head_host, plan.head_port)
-        if state == "open":
+        verdict = watch.observe(state, time.monotonic())
+        if verdict is HeadVerdict.UP:
             return True
-        refusals = refusals + 1 if state == "refused" else 0
-        if refusals >= 2:  # two in a row, as the supervisor: one may be a reset as the link returns
+        if verdict is not HeadVerdict.WAITING:  # gone, or unreachable for too long
             return False
-        time.sleep(1.0)
-    return False
+        # A refusal is confirmed at once: at shutdown the node's raylet often dies (its GCS is
+        # gone) before the supervisor's own watch sees the head go, and the task lands here;
+        # a second refusal 0.1 s later ends it. Silence is ridden out at a slower pace.
+        time.sleep(0.1 if state == "refused" else 1.0)
 
 
 def describe_hosts_task(plan: WorkerPlan, _rows: Iterator) -> Iterator[str]:

@@ -33,7 +33,7 @@ import time
 from typing import List, Optional
 
 from ray_on_spark.runtime import procs
-from ray_on_spark.runtime.ports import port_state
+from ray_on_spark.runtime.ports import HeadVerdict, HeadWatch, port_state
 
 READY_MARKERS = ("Ray runtime started", "block forever")
 #: Silence from the head (connect timeouts, not refusals) this long is noted in the node's log.
@@ -179,9 +179,7 @@ class Supervisor:
         markers = tuple(self.args.ready_marker or READY_MARKERS)
         what = self.args.what
         ready = False
-        head_misses = 0
-        head_seen = False
-        head_last_open = time.monotonic()
+        head: Optional[HeadWatch] = None  # made when the head first answers
         silence_noted = False
         raylets: List[procs.ProcessRecord] = []
         deadline = time.monotonic() + self.args.start_timeout
@@ -222,26 +220,27 @@ class Supervisor:
                 code, reason = EXIT_NODE_DIED, "the node's raylet died"
                 break
             if self.args.watch_host:
-                # Once the head has answered, losing it means the cluster is gone --
-                # also while this node is still starting (shutdown right after setup).
-                # Two refusals in a row prove it (the head's host is up, nothing listens any
-                # more). Silence (timeouts) is the network: ridden out for HEAD_UNREACHABLE_S.
+                # Once the head has answered, losing it means the cluster is gone -- also
+                # while this node is still starting (shutdown right after setup). HeadWatch
+                # tells a stopped head (refused) from a lost network (silence, ridden out).
                 state = port_state(self.args.watch_host, self.args.watch_port)
                 now = time.monotonic()
-                if state == "open":
-                    if silence_noted:
-                        self._note(f"the Ray head answers again after {now - head_last_open:.0f}s of silence")
-                    head_seen, head_misses, head_last_open, silence_noted = True, 0, now, False
-                elif head_seen:
-                    head_misses = head_misses + 1 if state == "refused" else 0
-                    silent = now - head_last_open
-                    if head_misses >= 2:
+                if head is None and state == "open":
+                    head = HeadWatch(HEAD_UNREACHABLE_S, now)
+                if head is not None:
+                    silent = head.silent_for(now)
+                    verdict = head.observe(state, now)
+                    if verdict is HeadVerdict.UP:
+                        if silence_noted:
+                            self._note(f"the Ray head answers again after {silent:.0f}s of silence")
+                        silence_noted = False
+                    elif verdict is HeadVerdict.GONE:
                         code, reason = EXIT_HEAD_LOST, "Ray head gone (its host refuses the connection)"
                         break
-                    if silent > HEAD_UNREACHABLE_S:
+                    elif verdict is HeadVerdict.UNREACHABLE:
                         code, reason = EXIT_HEAD_LOST, f"Ray head unreachable for {silent:.0f}s ({state})"
                         break
-                    if silent > HEAD_SILENCE_S and not silence_noted:
+                    elif silent > HEAD_SILENCE_S and not silence_noted:
                         silence_noted = True
                         self._note(f"the Ray head has not answered for {silent:.0f}s ({state}): the network "
                                    f"to it is down; riding it out for up to {HEAD_UNREACHABLE_S:.0f}s")

@@ -64,3 +64,28 @@ def test_port_state_tells_a_refusal_from_an_open_port():
         port = s.getsockname()[1]
         assert port_state("127.0.0.1", port) == "open"
     assert port_state("127.0.0.1", port) == "refused"  # nothing listens: proof the process is gone
+
+
+# ---------------------------------------------------------------- a stopped head vs a lost network
+from ray_on_spark.runtime.ports import HeadVerdict, HeadWatch  # noqa: E402
+
+
+def test_two_refusals_in_a_row_prove_the_head_gone_one_does_not():
+    watch = HeadWatch(90, now=0)
+    assert watch.observe("refused", 1) is HeadVerdict.WAITING  # a reset as a link returns
+    assert watch.observe("open", 2) is HeadVerdict.UP
+    assert watch.observe("refused", 3) is HeadVerdict.WAITING
+    assert watch.observe("refused", 4) is HeadVerdict.GONE
+
+
+def test_silence_is_ridden_out_until_the_patience_since_the_head_last_answered():
+    watch = HeadWatch(90, now=0)
+    assert watch.observe("silent", 50) is HeadVerdict.WAITING
+    assert watch.observe("open", 60) is HeadVerdict.UP
+    assert watch.observe("silent", 140) is HeadVerdict.WAITING and watch.silent_for(140) == 80
+    assert watch.observe("silent", 151) is HeadVerdict.UNREACHABLE
+
+
+def test_silence_between_refusals_resets_the_count():
+    watch = HeadWatch(90, now=0)
+    assert [watch.observe(s, t) for t, s in enumerate(["refused", "silent", "refused"], 1)] == [HeadVerdict.WAITING] * 3
