@@ -338,6 +338,12 @@ def executor_allocation_target(sc: "SparkContext") -> Optional[int]:
     return int(target.get()) if target.isDefined() else 0
 
 
+def executor_ids(sc: "SparkContext") -> List[str]:
+    """Ids of the executors registered with the driver's scheduler."""
+    ids = sc._jsc.sc().schedulerBackend().getExecutorIds()
+    return [str(ids.apply(i)) for i in range(ids.size())]
+
+
 def executors_being_removed(sc: "SparkContext") -> List[str]:
     """Registered executors that the driver no longer counts as active: Spark asked to kill them
     (dynamic allocation found them idle), or lost them and waits for the reason."""

@@ -62,20 +62,40 @@ class Moves:
     remove: Tuple[int, ...] = ()  # running executors Spark is removing: stop their actors
 
 
-def decide(target: int, pending: Sequence[int], running: Sequence[int], removing: Set[int]) -> Moves:
+def decide(target: int, pending: Sequence[int], running: Sequence[int], removing: Set[int],
+           registered: Set[int] = frozenset(), room: Optional[int] = None) -> Moves:
     """Executors to start, give up and stop so that up + starting executors meet Spark's ``target``.
 
-    ``running``: executors up (registered) and not being stopped; ``removing``: executor ids
-    the driver no longer counts as active.  Executors Spark removes stop whatever the target;
-    pending ones are given up newest first when the target falls below what is up and starting.
+    ``running``: executors up and not being stopped; ``removing``: executor ids the driver no
+    longer counts as active; ``registered``: ids the driver knows (a pending one may have
+    registered since the last look: it is never given up, Spark may be running tasks on it);
+    ``room``: how many executors the Ray cluster could hold beside the running ones (None: no
+    limit), so that a job with thousands of waiting tasks does not queue thousands of actors --
+    at least one waits, which is what an autoscaler needs to see.  Executors Spark removes stop
+    whatever the target; pending ones are given up newest first when the target falls below
+    what is up and starting.
     """
     remove = tuple(i for i in running if i in removing)
     staying = len(running) - len(remove)
     want = target - staying - len(pending)
     if want >= 0:
+        if room is not None:
+            want = min(want, max(0, max(1, room - staying) - len(pending)))
         return Moves(launch=want, remove=remove)
-    cancel = tuple(sorted(pending, reverse=True)[:min(-want, len(pending))])
+    cancellable = [i for i in pending if i not in registered]
+    cancel = tuple(sorted(cancellable, reverse=True)[:min(-want, len(cancellable))])
     return Moves(cancel=cancel, remove=remove)
+
+
+def cluster_room(total: Dict[str, float], bundle: Dict[str, float]) -> int:
+    """How many executors of ``bundle`` the Ray cluster's ``total`` resources hold at most."""
+    fits = [int(total.get(k, 0.0) // v) for k, v in bundle.items() if v > 0]
+    return min(fits) if fits else 0
+
+
+def describe(bundle: Dict[str, float]) -> str:
+    """One executor's reservation in Ray, for the log: ``CPU=1, memory=600 MiB``."""
+    return ", ".join(f"{k}={v / 2**20:.0f} MiB" if k == "memory" else f"{k}={v:g}" for k, v in bundle.items())
 
 
 @dataclass
@@ -91,17 +111,18 @@ class DynamicExecutors:
     """Keeps the session's executor actors at Spark's dynamic-allocation target (module doc).
 
     ``new_actor(executor_id)`` creates an actor and returns ``(actor, start_ref)``;
-    ``on_started(info)`` records a started executor's processes; ``what(n)`` describes what
-    ``n`` executors reserve, for the log.
+    ``on_started(info)`` records a started executor's processes; ``bundle`` is what one
+    executor's actor reserves in Ray (``{"CPU": 1.0, "memory": ...}``).
     """
 
     def __init__(self, sc: "SparkContext", policy: RestartPolicy, new_actor: Callable[[int], Tuple[Any, Any]],
-                 on_started: Callable[[Dict[str, Any]], None], describe: Callable[[], str]):
+                 on_started: Callable[[Dict[str, Any]], None], bundle: Dict[str, float]):
         self._sc = sc
         self._policy = policy
         self._new_actor = new_actor
         self._on_started = on_started
-        self._describe = describe
+        self._bundle = dict(bundle)
+        self._last_error = ""
         self._next_id = 0
         self._pending: Dict[int, _Executor] = {}
         self._running: Dict[int, _Executor] = {}
@@ -126,7 +147,8 @@ class DynamicExecutors:
         that Ray has not placed would wait for it.  A half-started executor dies with its actor
         (its supervisor's parent-death signal).
         """
-        self._closed.set()
+        with self._lock:  # from here on the loop adds no actor (it checks _closed under this lock)
+            self._closed.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         with self._lock:
@@ -157,10 +179,13 @@ class DynamicExecutors:
         while not self._closed.is_set() and self._connected() and not spark_env.context_stopped(self._sc):
             try:
                 self._step()
-            except Exception as e:  # the SparkContext or Ray went away under us
+            except Exception as e:  # the SparkContext or Ray going away under us; else worth a warning, once
                 if self._closed.is_set():
                     return
-                logger.debug("dynamic allocation loop: %s", e)
+                text = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                if text != self._last_error:
+                    logger.warning("dynamic allocation: reading Spark's target or acting on Ray failed: %s", text)
+                    self._last_error = text
             self._closed.wait(POLL_S)
 
     def _step(self) -> None:
@@ -170,8 +195,12 @@ class DynamicExecutors:
         self._collect_exits()
         target = spark_env.executor_allocation_target(self._sc) or 0
         removing = {int(i) for i in spark_env.executors_being_removed(self._sc) if i.isdigit()}
+        registered = {int(i) for i in spark_env.executor_ids(self._sc) if i.isdigit()}
         with self._lock:
-            moves = decide(target, list(self._pending), list(self._running), removing)
+            want_more = target > len(self._pending) + len(self._running)
+        room = cluster_room(ray.cluster_resources(), self._bundle) if want_more else None
+        with self._lock:
+            moves = decide(target, list(self._pending), list(self._running), removing, registered, room)
         for executor_id in moves.remove:
             self._stop(executor_id)
         for executor_id in moves.cancel:
@@ -191,7 +220,12 @@ class DynamicExecutors:
         self._next_id += 1
         actor, start_ref = self._new_actor(executor_id)
         with self._lock:
-            self._pending[executor_id] = _Executor(actor, start_ref, time.monotonic())
+            closed = self._closed.is_set()
+            if not closed:
+                self._pending[executor_id] = _Executor(actor, start_ref, time.monotonic())
+        if closed:  # close() ran meanwhile: this actor is nobody's to stop
+            ray_kill(actor)
+            return
         logger.info("dynamic allocation: Spark wants %d executor(s); starting executor %d", target, executor_id)
 
     def _collect_starts(self) -> None:
@@ -212,14 +246,16 @@ class DynamicExecutors:
                 ray.kill(e.actor, no_restart=True)
                 self._lost(executor_id, f"it did not start: {str(err).splitlines()[0][:200]}")
                 continue
-            if self._closed.is_set():
-                ray.kill(e.actor, no_restart=True)
-                return
-            self._on_started(info)
+            self._on_started(info)  # its processes are the session's to wait for, in any case
             e.host, e.ref = info.get("host", "?"), e.actor.wait_exit.remote()
             with self._lock:
-                self._running[executor_id] = e
-                self.history.append((time.monotonic(), len(self._running)))
+                closed = self._closed.is_set()
+                if not closed:
+                    self._running[executor_id] = e
+                    self.history.append((time.monotonic(), len(self._running)))
+            if closed:
+                ray_kill(e.actor)
+                continue
             logger.info("dynamic allocation: executor %d is up on %s after %.1fs", executor_id, e.host,
                         time.monotonic() - e.since)
 
@@ -270,18 +306,33 @@ class DynamicExecutors:
                        "one starts", executor_id, reason)
 
     def _log_waits(self) -> None:
+        """Say which executors wait for room in Ray: pending long enough while Ray has no room for
+        one more (a placed actor whose JVM is still starting is not waiting for room)."""
+        import ray
+
         now = time.monotonic()
         with self._lock:
-            waiting = [(i, e) for i, e in self._pending.items()
-                       if now - e.since >= PENDING_LOG_FIRST_S and now - e.logged >= PENDING_LOG_EVERY_S]
-            for _, e in waiting:
+            due = [(i, e) for i, e in self._pending.items()
+                   if now - e.since >= PENDING_LOG_FIRST_S and now - e.logged >= PENDING_LOG_EVERY_S]
+        if not due:
+            return
+        free = ray.available_resources()
+        if cluster_room(free, self._bundle) > 0:
+            return
+        with self._lock:
+            for _, e in due:
                 e.logged = now
-        if waiting:
-            import ray
+        logger.info("dynamic allocation: executor(s) %s wait for room in Ray (%s each; free now: CPU=%g, "
+                    "memory=%.0f MiB) -- they start when Ray has room", ", ".join(str(i) for i, _ in due),
+                    describe(self._bundle), free.get("CPU", 0), free.get("memory", 0) / 2**20)
 
-            free = ray.available_resources()
-            logger.info("dynamic allocation: executor(s) %s wait for room in Ray (%s each; free now: CPU=%g, "
-                        "memory=%.0f MiB) -- they start when Ray has room",
-                        ", ".join(str(i) for i, _ in waiting), self._describe(), free.get("CPU", 0),
-                        free.get("memory", 0) / 2**20)
 
+
+def ray_kill(actor: "ActorHandle") -> None:
+    """Kill an executor actor whatever its state (its executor dies with it); errors only logged."""
+    import ray
+
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception as e:
+        logger.debug("killing an executor actor: %s", e)

@@ -114,6 +114,11 @@ def dynamic_allocation(configs: Mapping[str, str], num_executors: int) -> Option
         raise ValueError(f"configs[{DYNAMIC_CONF!r}]={configs[DYNAMIC_CONF]!r} must be 'true' or 'false'.")
     if raw == "false":
         return None
+    if configs.get(SHUFFLE_SERVICE_CONF, "false").strip().lower() == "true":
+        raise ValueError(
+            f"configs[{SHUFFLE_SERVICE_CONF!r}]='true' cannot work here: no external shuffle service runs beside "
+            f"executors in Ray actors, so they could not register with it. Leave it unset: with {DYNAMIC_CONF}=true, "
+            f"{SHUFFLE_TRACKING_CONF}=true keeps an executor while it holds shuffle data a job may read.")
     low = _count_conf(configs, MIN_EXECUTORS_CONF, 0)
     high = _count_conf(configs, MAX_EXECUTORS_CONF, None)
     assert low is not None
@@ -261,9 +266,9 @@ class ExecutorPlan:
             confs[DYNAMIC_CONF] = "false"
         else:
             confs["spark.executor.instances"] = str(self.num_executors)  # one of Spark's initial-count inputs
-        if self.dynamic is not None and SHUFFLE_SERVICE_CONF not in self.configs:
-            # No external shuffle service here: Spark keeps an executor while it holds shuffle
-            # data that a live job may read (Spark 4's default; Spark 3.5 refuses to start without it).
+        if self.dynamic is not None:
+            # No external shuffle service here (refused in the plan): Spark keeps an executor while it
+            # holds shuffle data that a live job may read (Spark 4's default; 3.5 refuses to start without it).
             confs.setdefault(SHUFFLE_TRACKING_CONF, "true")
         if self.enable_hive:
             confs["spark.sql.catalogImplementation"] = "hive"
@@ -295,8 +300,11 @@ def plan_executors(
     if configs is None:
         configs = {}
     dynamic_on = isinstance(configs, Mapping) and str(configs.get(DYNAMIC_CONF, "")).strip().lower() == "true"
-    if dynamic_on and num_executors == 0 and not isinstance(num_executors, bool):
-        n = 0  # dynamic allocation: Spark adds executors as jobs need them
+    if dynamic_on and isinstance(num_executors, int) and not isinstance(num_executors, bool) and num_executors >= 0:
+        n = num_executors  # 0 allowed: Spark adds executors as jobs need them
+    elif dynamic_on:
+        raise ValueError(f"num_executors={num_executors!r} must be an integer >= 0 with dynamic allocation "
+                         "(Spark's initial executors), e.g. num_executors=0.")
     else:
         n = _positive_int("num_executors", num_executors, 2)
     cores = _positive_int("executor_cores", executor_cores, 1)
@@ -398,16 +406,18 @@ def check_fits(plan: ExecutorPlan, total: Mapping[str, float], per_node_cpus: Se
     """
     if may_grow:
         return
+    # Under dynamic allocation the initial count may be 0: one executor must still fit.
+    count = max(1, plan.initial_executors)
     each_cpus = plan.actor.cpus
     what = (f"executor_cores={plan.executor_cores}" if each_cpus == plan.executor_cores
             else f"{ACTOR_RESOURCE_PREFIXES[0]}cpu={each_cpus:g}")
-    cpus = plan.initial_executors * each_cpus
+    cpus = count * each_cpus
     have = total.get("CPU", 0.0)
     if cpus > have + 1e-9:
         fit = max(1, int(have // each_cpus)) if have >= each_cpus else 0
         hint = (f"use num_executors<={fit}" if fit else f"use executor_cores<={int(have)}") + " or a bigger Ray cluster"
         raise ValueError(
-            f"num_executors={plan.initial_executors} x {what} = {cpus:g} CPUs, but this "
+            f"num_executors={count} x {what} = {cpus:g} CPUs, but this "
             f"Ray cluster has {have:g} CPUs in all; {hint}."
         )
     biggest = max(per_node_cpus, default=0.0)
@@ -418,17 +428,17 @@ def check_fits(plan: ExecutorPlan, total: Mapping[str, float], per_node_cpus: Se
         )
     wanted = {k: v for k, v in plan.bundle().items() if k not in ("CPU", "memory")}
     for name, each in wanted.items():
-        need, have_it = each * plan.initial_executors, total.get(name, 0.0)
+        need, have_it = each * count, total.get(name, 0.0)
         if need > have_it:
             conf = GPU_AMOUNT_CONF if name == "GPU" else f"{ACTOR_RESOURCE_PREFIXES[0]}{name}"
             raise ValueError(
-                f"num_executors={plan.initial_executors} x {conf}={each:g} = {need:g} {name}, but this Ray cluster has "
+                f"num_executors={count} x {conf}={each:g} = {need:g} {name}, but this Ray cluster has "
                 f"{have_it:g} {name} in all; use fewer executors, a smaller {conf}, or Ray nodes with that resource.")
-    memory = plan.initial_executors * plan.executor_memory
+    memory = count * plan.executor_memory
     have_mem = total.get("memory", 0.0)
     if memory > have_mem:
         raise ValueError(
-            f"num_executors={plan.initial_executors} x executor_memory={format_bytes(plan.executor_memory)} = "
+            f"num_executors={count} x executor_memory={format_bytes(plan.executor_memory)} = "
             f"{format_bytes(memory)}, but this Ray cluster has {format_bytes(int(have_mem))} of memory to give; "
-            f"use a smaller executor_memory (e.g. '{max(1, int(have_mem / plan.initial_executors / GIB))}GB') or fewer executors."
+            f"use a smaller executor_memory (e.g. '{max(1, int(have_mem / count / GIB))}GB') or fewer executors."
         )

@@ -172,14 +172,9 @@ class SparkOnRay:
         self._dynamic = DynamicExecutors(
             self.spark.sparkContext, self.plan.restarts,
             new_actor=lambda executor_id: self._start_actor(None, executor_id, launch),
-            on_started=self._started, describe=self._describe_bundle)
+            on_started=self._started, bundle=self.plan.bundle())
         self._dynamic.start()
         self._wait_executors(self.plan.initial_executors, self.reserve_timeout + self.start_timeout)
-
-    def _describe_bundle(self) -> str:
-        """One executor's reservation in Ray, for the log: ``CPU=1, memory=600 MiB``."""
-        return ", ".join(f"{k}={v / 2**20:.0f} MiB" if k == "memory" else f"{k}={v:g}"
-                         for k, v in self.plan.bundle().items())
 
     def _new_actor(self, bundle: Optional[int], executor_id: int) -> "ActorHandle":
         """An executor actor on placement-group bundle ``bundle`` (None: wherever Ray has room); its

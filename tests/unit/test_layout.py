@@ -115,3 +115,14 @@ def test_the_supervisor_imports_neither_spark_nor_ray():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'pyspark')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_test_modules_have_unique_basenames_across_test_directories():
+    """The test directories are not packages: pytest imports each test module by its basename,
+    so two test files of one name in tests/unit and tests/integration stop collection."""
+    import collections
+    import pathlib
+
+    tests = pathlib.Path(__file__).resolve().parents[1]
+    names = collections.Counter(p.name for p in tests.rglob("test_*.py"))
+    assert not [n for n, c in names.items() if c > 1], names

@@ -252,3 +252,42 @@ def test_executors_spark_removes_are_stopped_and_not_replaced_while_the_target_f
 
 def test_a_lost_executor_no_longer_running_is_started_again_while_the_target_counts_it():
     assert decide(2, pending=[], running=[1], removing=set()) == Moves(launch=1)
+
+
+def test_a_pending_executor_that_already_registered_is_never_given_up():
+    assert decide(1, pending=[3, 4], running=[0], removing=set(), registered={0, 4}) == Moves(cancel=(3,))
+
+
+def test_requests_beyond_the_clusters_room_queue_one_actor_not_thousands():
+    assert decide(5000, pending=[], running=[0, 1], removing=set(), room=4) == Moves(launch=2)
+    # full: one waits, which is what an autoscaler needs to see; no more than that
+    assert decide(5000, pending=[], running=[0, 1], removing=set(), room=2) == Moves(launch=1)
+    assert decide(5000, pending=[2], running=[0, 1], removing=set(), room=2) == Moves(launch=0)
+
+
+def test_the_clusters_room_is_the_scarcest_resource_of_a_bundle():
+    from ray_on_spark.on_ray.dynamic import cluster_room
+
+    assert cluster_room({"CPU": 8.0, "memory": 3 * 2**30}, {"CPU": 1.0, "memory": 2**30}) == 3
+    assert cluster_room({"CPU": 8.0}, {"CPU": 1.0, "GPU": 1.0}) == 0
+
+
+def test_an_external_shuffle_service_is_refused_with_dynamic_allocation_naming_shuffle_tracking():
+    with pytest.raises(ValueError, match=r"no external shuffle service runs beside executors in Ray actors"):
+        plan_executors("a", 0, 1, "1GB", {**DYN, "spark.shuffle.service.enabled": "true"})
+    confs = plan_executors("a", 0, 1, "1GB", {**DYN, "spark.shuffle.service.enabled": "false"}).spark_confs(
+        "spark://h:1", "h", "python")
+    assert confs["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
+
+
+def test_with_zero_initial_executors_one_executor_must_still_fit_the_cluster():
+    from ray_on_spark.on_ray.plan import check_fits
+
+    plan = plan_executors("a", 0, 1, "4GB", DYN)
+    with pytest.raises(ValueError, match=r"num_executors=1 x executor_memory=4.00 GiB"):
+        check_fits(plan, {"CPU": 4.0, "memory": 2.0 * 2**30}, [4.0])
+
+
+def test_a_negative_num_executors_with_dynamic_allocation_is_told_zero_works():
+    with pytest.raises(ValueError, match=r"num_executors=-1 must be an integer >= 0 with dynamic allocation"):
+        plan_executors("a", -1, 1, "1GB", DYN)
