@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, MutableMapping, Optional, Sequence, Tuple
 
@@ -159,18 +160,36 @@ def connection_id() -> Optional[str]:
         return None
 
 
+#: Held while a deferred call (:func:`while_connected`) runs, and while the library itself ends
+#: the driver's connection (:func:`disconnect`): Ray's core worker *aborts the process* ("The core
+#: worker has already been shutdown") when a thread calls into it while another shuts it down --
+#: a check of the connection followed by the call is not enough on its own (seen once in CI: a
+#: to_spark release from the sweeper thread during shutdown_ray_cluster killed the driver).
+_CONNECTION_LOCK = threading.RLock()
+
+
 def while_connected(fn: Callable[[], Any]) -> Callable[[], Any]:
     """``fn``, to be called later: it runs only while this process still has the Ray connection it
-    has now (else it does nothing and returns None), so that it never starts or joins a Ray."""
+    has now (else it does nothing and returns None), so that it never starts or joins a Ray.
+    ``fn`` must be quick (an actor call's submission): the library's disconnect waits for it."""
     connection = connection_id()
 
     def call() -> Any:
-        if connection is None or connection_id() != connection:
-            logger.debug("not calling %s: the Ray connection it was made for has ended", fn)
-            return None
-        return fn()
+        with _CONNECTION_LOCK:
+            if connection is None or connection_id() != connection:
+                logger.debug("not calling %s: the Ray connection it was made for has ended", fn)
+                return None
+            return fn()
 
     return call
+
+
+def disconnect() -> None:
+    """``ray.shutdown()``, never while a deferred call of ours is inside Ray (see ``_CONNECTION_LOCK``)."""
+    import ray
+
+    with _CONNECTION_LOCK:
+        ray.shutdown()
 
 
 # ---------------------------------------------------------------- Ray Client endpoints

@@ -700,7 +700,7 @@ class RayClusterOnSpark:
             import ray
 
             if ray.is_initialized() and ray.get_runtime_context().gcs_address == self.address:
-                ray.shutdown()
+                _ray.disconnect()
         except Exception as e:
             logger.debug("ray.shutdown() failed: %s", e)
 
