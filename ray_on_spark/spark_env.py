@@ -348,13 +348,7 @@ def executors_being_removed(sc: "SparkContext") -> List[str]:
     """Registered executors that the driver no longer counts as active: Spark asked to kill them
     (dynamic allocation found them idle), or lost them and waits for the reason."""
     backend = sc._jsc.sc().schedulerBackend()
-    ids = backend.getExecutorIds()
-    out = []
-    for i in range(ids.size()):
-        executor_id = ids.apply(i)
-        if not backend.isExecutorActive(executor_id):
-            out.append(str(executor_id))
-    return out
+    return [i for i in executor_ids(sc) if not backend.isExecutorActive(i)]
 
 
 def executor_hosts(sc: "SparkContext") -> List[str]:

@@ -366,7 +366,10 @@ def plan_executors(
             f"{'placement_group' if has_placement_group else f'placement_group_strategy={placement_group_strategy!r}'}): "
             "a placement group reserves a fixed number of executors up front, which is what dynamic allocation "
             "avoids. Drop the placement group argument, or set a fixed num_executors without dynamic allocation.")
-    restarts = restart_policy(clean, max(n, dynamic.maximum or dynamic.initial if dynamic else n))
+    # Spark's default failure budget scales with the executors there can be: the fixed count, or
+    # under dynamic allocation its maximum (its initial count when unbounded).
+    most_executors = n if dynamic is None else max(n, dynamic.maximum or dynamic.initial)
+    restarts = restart_policy(clean, most_executors)
     resources = actor_resources(clean, cores)
     return ExecutorPlan(
         dynamic=dynamic,
