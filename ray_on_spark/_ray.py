@@ -256,6 +256,53 @@ def list_nodes(client: Any, timeout: float = 2.0) -> List[NodeView]:
     return out
 
 
+def session_name(client: Any, timeout: float = 2.0) -> Optional[str]:
+    """The cluster's session name as its GCS publishes it (``None`` until the head wrote it).
+
+    The head writes it right after its GCS starts, before its dashboard and raylet: what a
+    worker node's ``ray start`` reads first (under Ray's own 2 s retry sleeps).
+    """
+    value = client.internal_kv_get(b"session_name", b"session", timeout=timeout)
+    return value.decode() if value is not None else None
+
+
+def can_skip_head_node_lookup() -> bool:
+    """Whether :func:`skip_head_node_lookup` can work with the installed Ray (the hook it replaces exists)."""
+    try:
+        import ray._private.node as node_module
+        from ray.core.generated.gcs_pb2 import GcsNodeInfo  # noqa: F401
+    except ImportError:  # pragma: no cover - another Ray layout
+        return False
+    return callable(getattr(node_module, "get_all_node_info_until_retrieved", None))
+
+
+def skip_head_node_lookup(head_temp_dir: str, session: str) -> None:
+    """Make this process's worker ``ray start`` take the head's directories as given, not wait for them.
+
+    Why: a worker node's ``ray start`` asks the GCS for the head *node* (Ray 2.60,
+    ``Node.__init__``) only to learn the head's temp and session dirs -- for its default temp
+    dir, which we always set, and to tell a shared spill dir from the head's default one. The
+    head node appears once the head's dashboard has started and its raylet registered, 2-3 s
+    after its GCS answers; every worker node waited for that. The driver knows the head's
+    ``--temp-dir`` and the GCS publishes the session name, so the same record is built here
+    and the worker node starts beside the head instead of after it. Only Ray's lookup of the
+    head node (``is_head_node`` selector) is answered this way; any other call goes to Ray.
+    """
+    import ray._private.node as node_module
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+    ray_lookup = node_module.get_all_node_info_until_retrieved
+    head = GcsNodeInfo(state=GcsNodeInfo.GcsNodeState.ALIVE, is_head_node=True, temp_dir=head_temp_dir,
+                       session_dir=os.path.join(head_temp_dir, session))
+
+    def lookup(gcs_client: Any, node_selectors: Any = None, *args: Any, **kwargs: Any) -> List[Any]:
+        if node_selectors and all(getattr(s, "is_head_node", False) for s in node_selectors):
+            return [head]
+        return ray_lookup(gcs_client, node_selectors, *args, **kwargs)
+
+    node_module.get_all_node_info_until_retrieved = lookup
+
+
 def available_resources_per_node() -> Dict[str, Dict[str, float]]:
     """Free resources of every alive node, by node id (needs ``ray.init()``; may lag a moment behind)."""
     from ray._private.state import available_resources_per_node as per_node

@@ -7,7 +7,7 @@
 * ``ray_start``      -- ``ray start``'s command line and environment, for the head and the worker nodes
 * ``cluster``        -- RayClusterOnSpark, the owner of one cluster's processes and barrier job
 * ``worker_task``    -- the barrier Spark task body that runs one Ray worker node
-* ``join_head``      -- a worker node's ``ray start``, held until the head has registered (no 1-2 s retry sleeps)
+* ``join_head``      -- a worker node's ``ray start``, held until the head's GCS answers (no 1-2 s retry sleeps)
 * ``nodes``          -- pure: the cluster's nodes as the GCS lists them (ours, newest per partition, dead)
 * ``diagnostics``    -- pure: why a cluster did not start, in words (task errors, the head's log, a fix)
 * ``hooks``          -- start hooks (RAY_ON_SPARK_START_HOOK): user code called at Ray's moments

@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from ray_on_spark import _ray, spark_env
@@ -304,6 +304,8 @@ class RayClusterOnSpark:
         ray_temp = os.path.join(self.temp_dir, "head")
         alias = short_alias(ray_temp)  # under a long ray_temp_root_dir Ray's sockets need a short path
         ray_temp = alias or ray_temp
+        assert self.worker is not None
+        self.worker = replace(self.worker, head_temp_dir=ray_temp)  # worker nodes join once the GCS answers
         head = ray_start.head_command(
             host=h.host, port=ends.port, client_server_port=ends.client_server_port,
             dashboard=(h.dashboard_host, ends.dashboard_port) if ends.dashboard_port is not None else None,
@@ -410,17 +412,20 @@ class RayClusterOnSpark:
                 what="the Ray head's GCS to answer",
                 check=self._check_failed,
             )
-            self.progress.step("head node up at %s", self.address)
+            self.progress.step("head's GCS answers")
 
             def joined() -> Optional[List[_ray.NodeView]]:
-                views = self._our_nodes()
+                every = _ray.list_nodes(self._client, timeout=1.0)
+                views = nodes.ours(every, str(self.cluster_id))
+                head = nodes.head_alive(every, str(self.cluster_id))
+                self.progress.head_up(head, self.address)
                 self.progress.nodes_joined(len(views))
-                return views if len(views) >= n else None
+                return views if head and len(views) >= n else None
 
             registered = wait_until(
                 joined,
                 timeout=self.plan.start_timeout,
-                what=f"{n} Ray worker node(s) to register",
+                what=f"the Ray head node and {n} Ray worker node(s) to register",
                 check=self._check_failed,
             )
         self._record_worker_supervisors(registered)

@@ -20,6 +20,15 @@ def ours(views: List[NodeView], cluster_id: str) -> List[NodeView]:
     return [v for v in views if v.alive and not v.is_head and v.labels.get(LABEL_CLUSTER) == cluster_id]
 
 
+def head_alive(views: List[NodeView], cluster_id: str) -> bool:
+    """Whether this cluster's head node has registered and is alive (its raylet is up).
+
+    Worker nodes no longer wait for it (they join once the head's GCS answers), so "every
+    worker node registered" does not imply it: a driver's ``ray.init()`` needs the head's raylet.
+    """
+    return any(v.alive and v.is_head and v.labels.get(LABEL_CLUSTER) == cluster_id for v in views)
+
+
 def partition_order(label: str) -> Tuple[bool, int]:
     """Barrier nodes are labelled 0, 1, ...; autoscaled ones n1, n2, ... (after them)."""
     digits = label.lstrip("n")

@@ -120,6 +120,9 @@ class WorkerPlan:
     #: A node that dies is restarted in its task, at most this many times per window.
     max_restarts: int = 3
     restart_window_s: float = 120.0
+    #: The head's ``ray start --temp-dir`` (set once the head is started): with it a worker node
+    #: starts as soon as the head's GCS answers, not after the head node registered (join_head).
+    head_temp_dir: Optional[str] = None
 
     @property
     def head_address(self) -> str:

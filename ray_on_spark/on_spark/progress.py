@@ -27,9 +27,16 @@ class StartProgress:
         self.nodes_expected = nodes_expected
         self.cluster_id: Optional[str] = None
         self._joined = 0
+        self._head_logged = False
 
     def step(self, text: str, *args: Any) -> None:
         logger.info("Ray cluster %s: " + text + " (%.1fs)", self.cluster_id, *args, time.monotonic() - self.t0)
+
+    def head_up(self, up: bool, address: Optional[str]) -> None:
+        """Log the head node registering, once."""
+        if up and not self._head_logged:
+            self._head_logged = True
+            self.step("head node up at %s", address)
 
     def nodes_joined(self, count: int) -> None:
         """Log each worker node joining, once (``count`` only grows in the log, even if the GCS flickers)."""

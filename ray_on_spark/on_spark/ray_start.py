@@ -169,15 +169,18 @@ def head_command(
 
 def worker_command(
     *, head_address: str, shape: NodeShape, temp_dir: str, labels: Mapping[str, str], options: Mapping[str, object],
-    head_wait_s: float = 120.0, head_on_this_host: bool = True,
+    head_wait_s: float = 120.0, head_on_this_host: bool = True, head_temp_dir: Optional[str] = None,
 ) -> List[str]:
     """``ray start --address=<head>`` for a worker node in a Spark task (no ``--block``: see :func:`head_command`).
 
-    It runs through :mod:`ray_on_spark.on_spark.join_head`, which holds it until the head node
-    has registered (up to ``head_wait_s``) instead of letting Ray's 1-2 s retry sleeps do so,
-    and imports Ray's CLI meanwhile only where that takes no CPU from the head.
+    It runs through :mod:`ray_on_spark.on_spark.join_head`, which holds it until the head is
+    there (up to ``head_wait_s``) instead of letting Ray's 1-2 s retry sleeps do so, and
+    imports Ray's CLI meanwhile only where that takes no CPU from the head. Given the head's
+    ``--temp-dir`` (``head_temp_dir``), "there" is the head's GCS, not the head node.
     """
     early = [] if head_on_this_host else ["--import-early"]
+    if head_temp_dir is not None:
+        early.append(f"--head-temp-dir={head_temp_dir}")
     return [
         sys.executable, "-m", JOIN_HEAD_MODULE, f"--address={head_address}", f"--wait={head_wait_s:g}", *early, "--",
         "start", f"--address={head_address}", *_common_args(shape, temp_dir, labels), *to_cli_args(options),

@@ -82,6 +82,7 @@ def launch_node(
         temp_dir=alias or ray_temp, labels=labels,
         options=ray_start.merged_resources_option(plan.worker_options, extra_resources),
         head_wait_s=plan.start_timeout, head_on_this_host=host_ip_towards(plan.head_host) == plan.head_host,
+        head_temp_dir=plan.head_temp_dir,
     )
     cmd = supervisor_command(
         node, log=os.path.join(temp_dir, "ray-start.log"), cleanup_dir=temp_dir, start_timeout=plan.start_timeout,

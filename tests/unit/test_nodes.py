@@ -21,6 +21,14 @@ def test_ours_are_the_alive_workers_with_our_label():
     assert [v.node_id for v in nodes.ours(views, "c1")] == ["a"]
 
 
+def test_the_cluster_is_ready_only_with_its_own_head_alive_not_just_its_workers():
+    workers = [_view("a", "0"), _view("b", "1")]
+    assert not nodes.head_alive(workers, "c1")  # workers join before the head node registers now
+    assert not nodes.head_alive(workers + [_view("h", "", head=True, cluster="c2")], "c1")  # another cluster's
+    assert not nodes.head_alive(workers + [_view("h", "", head=True, alive=False)], "c1")
+    assert nodes.head_alive(workers + [_view("h", "", head=True)], "c1")
+
+
 def test_the_newest_node_of_each_partition_is_the_real_one_and_autoscaled_ones_come_last():
     views = [_view("old0", "0", start=1), _view("new0", "0", start=5), _view("n2", "n2"), _view("n10", "n10"),
              _view("one", "1")]

@@ -248,6 +248,10 @@ def test_head_and_worker_commands_share_resources_ports_and_labels_and_end_with_
     assert "--import-early" not in worker  # beside the head, Ray's CLI is imported once the head is up
     elsewhere = worker_command(head_address="10.0.0.1:6380", head_on_this_host=False, **common)
     assert "--import-early" in elsewhere[:elsewhere.index("--")]  # on another host it overlaps the head's start
+    # given the head's temp dir (the driver's worker plan carries it), it waits only for the head's GCS
+    assert not any(a.startswith("--head-temp-dir") for a in worker)
+    early = worker_command(head_address="10.0.0.1:6380", head_temp_dir="/tmp/ros-c1/head", **common)
+    assert "--head-temp-dir=/tmp/ros-c1/head" in early[:early.index("--")]
     assert "--include-dashboard=false" in head_command(host="h", port=1, client_server_port=2, dashboard=None, **common)
 
 
