@@ -51,7 +51,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 bench: setup
-	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/startup.py --reps 5 --cpu-account
 	$(PY) benchmarks/spark_on_ray.py --raydp --reps 3
 	$(PY) benchmarks/convert.py --rows 10000000 --raydp
 

@@ -31,7 +31,12 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
+from cpu_account import CpuAccount  # noqa: E402
+
 from helpers import ray_processes  # noqa: E402
+
+#: ``--cpu-account``: sample every process's CPU during each setup and print it per kind of process.
+CPU_ACCOUNT = False
 
 
 def _new_procs(baseline):
@@ -158,6 +163,7 @@ def _run_library(setup, shutdown, n: int) -> dict:
     import ray
 
     baseline = ray_processes()
+    account = CpuAccount().start() if CPU_ACCOUNT else None
     cpu0 = _busy_cpu_s()
     t0 = time.monotonic()
     t0_wall = time.time()
@@ -168,6 +174,7 @@ def _run_library(setup, shutdown, n: int) -> dict:
     setup_s = time.monotonic() - t0
     phases = {**_phases(t0_wall, returned_wall, head_launch_wall=_head_supervisor_ctime()), "all_seen": setup_s,
               "host_cpu_s": _busy_cpu_s() - cpu0}
+    cpu = account.stop() if account is not None else {}
     mem = _node_memory()
     rss = _worker_node_rss_mib()
     ray.shutdown()
@@ -178,7 +185,7 @@ def _run_library(setup, shutdown, n: int) -> dict:
     left = sorted(p[2][:80] for p in _new_procs(baseline))
     shutdown_s = returned + to_zero if not left else float("nan")
     return {"setup": setup_s, "shutdown": shutdown_s, "leftover": len(left), "mem": mem, "left_cmds": left,
-            "rss_mib": rss, "phases": phases}
+            "rss_mib": rss, "phases": phases, "cpu": cpu}
 
 
 def run_ours(n: int) -> dict:
@@ -217,6 +224,7 @@ def run_floor(n: int) -> dict:
     env.pop("RAY_ADDRESS", None)
     ray_cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats"]
     procs = []
+    account = CpuAccount().start() if CPU_ACCOUNT else None
     cpu0 = _busy_cpu_s()
     t0 = time.monotonic()
     t0_wall = time.time()
@@ -253,6 +261,7 @@ def run_floor(n: int) -> dict:
         setup = time.monotonic() - t0
         phases = {**_phases(t0_wall, launched_wall, launched_wall, t0_wall), "all_seen": setup,
                   "host_cpu_s": _busy_cpu_s() - cpu0}
+        cpu = account.stop() if account is not None else {}
         ray.shutdown()
     finally:
         for p in procs:
@@ -264,7 +273,7 @@ def run_floor(n: int) -> dict:
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"setup": setup, "phases": phases}
+    return {"setup": setup, "phases": phases, "cpu": cpu}
 
 
 def scale(sizes: list, skip_theirs: bool) -> int:
@@ -308,13 +317,34 @@ def scale(sizes: list, skip_theirs: bool) -> int:
     return 0
 
 
+def _cpu_medians(results: dict) -> dict:
+    """Print, and return, the median CPU seconds per kind of process during setup, per library."""
+    names = [n for n in ("ours", "ray.util.spark", "floor") if any(r.get("cpu") for r in results[n])]
+    kinds = sorted({k for n in names for r in results[n] for k in r.get("cpu", {})},
+                   key=lambda k: -max(statistics.median(r.get("cpu", {}).get(k, 0.0) for r in results[n])
+                                      for n in names))
+    table = {n: {k: round(statistics.median(r.get("cpu", {}).get(k, 0.0) for r in results[n]), 2) for k in kinds}
+             for n in names}
+    print()
+    print("CPU seconds during setup, per kind of process (median over reps; /proc sampled every 50 ms):")
+    print(f"{'':34s}" + "".join(f"{n:>16s}" for n in names))
+    for k in kinds:
+        print(f"{k:34s}" + "".join(f"{table[n][k]:16.2f}" for n in names))
+    print(f"{'total':34s}" + "".join(f"{sum(table[n].values()):16.2f}" for n in names))
+    return table
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--nodes", default="", help="scale mode: comma-separated cluster sizes, e.g. 1,2,4,8")
     ap.add_argument("--skip-ray-util-spark", action="store_true")
+    ap.add_argument("--cpu-account", action="store_true",
+                    help="sample every process's CPU during each setup; print the medians per kind of process")
     args = ap.parse_args()
+    global CPU_ACCOUNT
+    CPU_ACCOUNT = args.cpu_account
     logging.basicConfig(level=logging.WARNING)
     # ray.util.spark runs `ray` from PATH (shutil.which) on the driver and executors.
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
@@ -341,7 +371,8 @@ def main() -> int:
                     results[name].append(r)
                     print(f"rep {rep} {name:15s} " + " ".join(
                         f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
-                        if k != "phases"), flush=True)
+                        if k not in ("phases", "cpu")) + " phases=" + ",".join(
+                        f"{k}:{v:.2f}" for k, v in r.get("phases", {}).items()), flush=True)
         finally:
             spark.stop()
 
@@ -369,15 +400,18 @@ def main() -> int:
         if rows:
             breakdown[name] = {p: round(statistics.median(r[p] for r in rows), 2) for p in PHASES}
             print(f"{name:16s}" + "".join(f"{breakdown[name][p]:15.2f}" for p in PHASES))
+    cpu = _cpu_medians(results) if CPU_ACCOUNT else {}
     print(json.dumps({
         "ours_setup_s": round(ours, 2),
         "ray_util_spark_setup_s": round(theirs, 2),
         "floor_s": round(floor, 2),
         "ratio": round(ours / theirs, 3),
+        "ours_over_floor": round(ours / floor, 3),
         "ours_shutdown_s": round(med("ours", "shutdown"), 2),
         "ours_leftover_processes": med("ours", "leftover"),
         "ray_util_spark_leftover_processes": med("ray.util.spark", "leftover"),
         "breakdown": breakdown,
+        **({"cpu_s_by_process_kind": cpu} if cpu else {}),
     }))
     return 0
 

@@ -249,7 +249,11 @@ class Supervisor:
         tail = _tail(self.args.log) if code in (EXIT_START_FAILED, EXIT_NODE_DIED) else ""
         if code == EXIT_NODE_DIED:
             tail = f"{reason}\n{tail}"
-        self._teardown()
+        # Without its head a node has nobody to drain to: its raylet and agents sat out
+        # SIGTERM's whole grace period (the raylet's goodbye to a GCS that is gone), which
+        # doubled shutdown_ray_cluster() (2.4 s instead of 1.4 s) whenever the worker nodes
+        # saw the head go only after the head's own grace period.
+        self._teardown(grace=0.0 if code == EXIT_HEAD_LOST else self.args.grace)
         if code != EXIT_TERMINATED or not ready:
             self._say(f"FAILED {reason}")
             if tail:
@@ -272,13 +276,13 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
-    def _teardown(self) -> None:
+    def _teardown(self, grace: float) -> None:
         """Stop the node's whole tree, fast: the cluster is going away, nothing to drain.
 
         ``ray start --block`` would answer SIGTERM by draining the node for up to 30 s
         and then stopping its children one after another, so it gets SIGKILL; its
         children (re-parented to us, the subreaper) all get SIGTERM at once, and
-        SIGKILL after ``--grace`` seconds.
+        SIGKILL after ``grace`` seconds.
         """
         if self.child is not None and self.child.poll() is None:
             self.child.kill()
@@ -286,7 +290,7 @@ class Supervisor:
         for _ in range(2):  # a second pass catches anything forked while we were stopping
             tree = [r for r in procs.tree(os.getpid()) if r.pid != os.getpid()]
             if tree:
-                procs.terminate(tree, grace=self.args.grace, kill_wait=1.0)
+                procs.terminate(tree, grace=grace, kill_wait=1.0)
         procs.reap_all(timeout=1.0)
         if self.args.collect_logs_to and self.args.cleanup_dir:
             _collect_logs(self.args.cleanup_dir, self.args.log, f"{self.args.collect_logs_to}-{os.getpid()}")
