@@ -44,48 +44,50 @@ from ray_on_spark.runtime.waiting import WaitTimeout, wait_until
 POLL_S = 0.1
 
 
-class _SessionProbe:
+class _GcsProbe:
+    """A question to the head's GCS, asked until it says yes. One GCS client, made once the GCS
+    port accepts (made earlier, it would block for Ray's whole connect timeout, past our deadline)."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self._client: Optional[Any] = None
+
+    def __call__(self) -> bool:
+        if self._client is None:
+            host, port = self.address.rsplit(":", 1)
+            if not port_open(host, int(port)):
+                return False
+            self._client = _ray.gcs_client(self.address)
+        return self.ask(self._client)
+
+    def ask(self, client: Any) -> bool:
+        raise NotImplementedError
+
+
+class _SessionProbe(_GcsProbe):
     """Has the head's GCS published the cluster's session name? (Written as the GCS starts,
     before the head's dashboard and raylet: all a worker node's ``ray start`` needs from the head
     once it is told the head's directories.)"""
 
-    def __init__(self, address: str):
-        self.address = address
-        self._client: Optional[Any] = None
-        self.session_name: Optional[str] = None
+    session_name: Optional[str] = None
 
-    def __call__(self) -> bool:
-        if self._client is None:
-            host, port = self.address.rsplit(":", 1)
-            if not port_open(host, int(port)):
-                return False
-            self._client = _ray.gcs_client(self.address)
-        self.session_name = _ray.session_name(self._client, timeout=1.0)
+    def ask(self, client: Any) -> bool:
+        self.session_name = _ray.session_name(client, timeout=1.0)
         return self.session_name is not None
 
 
-class _HeadProbe:
-    """Is the head node registered and alive? One GCS client, made once the GCS port accepts
-    (made earlier, it would block for Ray's whole connect timeout, past our deadline)."""
+class _HeadProbe(_GcsProbe):
+    """Is the head node registered and alive?"""
 
-    def __init__(self, address: str):
-        self.address = address
-        self._client: Optional[Any] = None
-
-    def __call__(self) -> bool:
-        if self._client is None:
-            host, port = self.address.rsplit(":", 1)
-            if not port_open(host, int(port)):
-                return False
-            self._client = _ray.gcs_client(self.address)
-        return any(v.alive and v.is_head for v in _ray.list_nodes(self._client, timeout=1.0))
+    def ask(self, client: Any) -> bool:
+        return any(v.alive and v.is_head for v in _ray.list_nodes(client, timeout=1.0))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        print("usage: python -m ray_on_spark.on_spark.join_head --address HOST:PORT --wait S [--import-early] "
-              "-- start ...", file=sys.stderr)
+        print("usage: python -m ray_on_spark.on_spark.join_head --address HOST:PORT --wait S [--head-temp-dir DIR] "
+              "[--import-early] -- start ...", file=sys.stderr)
         return 2
     split = argv.index("--")
     p = argparse.ArgumentParser(prog="ray_on_spark.on_spark.join_head")
