@@ -450,6 +450,19 @@ def test_grandchild_ignoring_sigterm_is_killed_after_the_grace_period(processes,
     assert _wait_gone(tree) == []
 
 
+def test_a_node_whose_head_is_gone_is_killed_without_waiting_out_the_grace_period(processes, tmp_path, listener):
+    # A raylet whose GCS is gone sits out SIGTERM's grace saying goodbye to it: nothing to drain.
+    sup, tree = _start_ready(processes, _supervisor_cmd(
+        tmp_path / "log", "--grace", "8", "--watch-host", "127.0.0.1", "--watch-port", str(listener.port),
+        code=STUBBORN_NODE_CODE))
+    time.sleep(0.5)  # the head has answered
+    t0 = time.monotonic()
+    listener.close()
+    assert sup.proc.wait(GONE_TIMEOUT) == EXIT_HEAD_LOST
+    assert time.monotonic() - t0 < 4.0  # not the 8 s grace: the stubborn grandchild was SIGKILLed at once
+    assert _wait_gone(tree) == []
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="child subreaper is Linux-only")
 def test_orphaned_descendants_are_adopted_and_torn_down(processes, tmp_path):
     sup, tree = _start_ready(processes, _supervisor_cmd(tmp_path / "log", code=ORPHANING_NODE_CODE))
