@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any, List, Optional
 
 from ray_on_spark import _ray
@@ -92,7 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     split = argv.index("--")
     p = argparse.ArgumentParser(prog="ray_on_spark.on_spark.join_head")
     p.add_argument("--address", required=True, help="the head's GCS address, HOST:PORT")
-    p.add_argument("--wait", type=float, required=True, help="seconds to wait for the head node to register")
+    p.add_argument("--wait", type=float, required=True,
+                   help="seconds to wait for the head (its GCS with --head-temp-dir, else its node) to be there")
     p.add_argument("--head-temp-dir", default=None,
                    help="the head's --temp-dir: start once the GCS is up, without waiting for the head node")
     p.add_argument("--import-early", action="store_true",
@@ -100,20 +102,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv[:split])
     if args.import_early:
         import ray.scripts.scripts  # noqa: F401  (cached for the import below)
-    early = args.head_temp_dir is not None and _ray.can_skip_head_node_lookup()
-    probe = _SessionProbe(args.address) if early else _HeadProbe(args.address)
+    deadline = time.monotonic() + args.wait
+    # Nothing here imports Ray before the GCS port listens (on the head's host that import
+    # would only take CPU from the head): whether this Ray has the hook is asked afterwards.
+    session = _SessionProbe(args.address) if args.head_temp_dir is not None else None
+    early = session is not None
     try:
-        wait_until(probe, timeout=args.wait, poll=POLL_S,
-                   what=(f"the Ray head's GCS at {args.address} to answer" if early
-                         else f"the Ray head node at {args.address} to register"))
+        if session is not None:
+            wait_until(session, timeout=args.wait, poll=POLL_S, what=f"the Ray head's GCS at {args.address} to answer")
+            early = _ray.can_skip_head_node_lookup()
+        if not early:
+            wait_until(_HeadProbe(args.address), timeout=max(0.0, deadline - time.monotonic()), poll=POLL_S,
+                       what=f"the Ray head node at {args.address} to register")
     except WaitTimeout as e:
         print(f"ray_on_spark: not starting this worker node: {e}", file=sys.stderr, flush=True)
         return 1
     import ray.scripts.scripts as ray_cli
 
     if early:
-        assert isinstance(probe, _SessionProbe) and probe.session_name is not None
-        _ray.skip_head_node_lookup(args.head_temp_dir, probe.session_name)
+        assert session is not None and session.session_name is not None and args.head_temp_dir is not None
+        _ray.skip_head_node_lookup(args.head_temp_dir, session.session_name)
 
     sys.argv = ["ray", *argv[split + 1:]]
     return ray_cli.main()

@@ -33,7 +33,7 @@ def _head_cli(supervisor_pid: int) -> psutil.Process:
     return next(c for c in psutil.Process(supervisor_pid).children() if "ray.scripts.scripts" in c.cmdline())
 
 
-def test_a_worker_node_joins_while_the_head_node_has_not_registered_yet(no_ray_left):
+def test_a_worker_node_joins_while_the_head_node_has_not_registered_yet(no_ray_left, monkeypatch):
     port, client_port, dashboard_port = free_ports(3)
     address = f"127.0.0.1:{port}"
     token = _ray.new_token()
@@ -92,6 +92,21 @@ def test_a_worker_node_joins_while_the_head_node_has_not_registered_yet(no_ray_l
             alive = wait_until(lambda: (lambda v: v if len(v) == 2 else None)(
                 [v for v in _ray.list_nodes(client) if v.alive]), timeout=60, what="both nodes alive")
             assert sorted(v.is_head for v in alive) == [False, True]
+            # what the worker was given is what the head registered
+            (registered,) = [i for i in client.get_all_node_info(timeout=5).values() if i.is_head_node]
+            assert (registered.temp_dir, registered.session_dir) == (head_temp, os.path.join(head_temp, session))
+
+            # Only the head-node lookup is answered without the GCS; any other goes to Ray's own.
+            import ray._private.node as node_module
+            from ray.core.generated.gcs_service_pb2 import GetAllNodeInfoRequest
+
+            monkeypatch.setattr(node_module, "get_all_node_info_until_retrieved",
+                                node_module.get_all_node_info_until_retrieved)  # restored after the test
+            _ray.skip_head_node_lookup("/nowhere", "session_x")
+            head_selector = GetAllNodeInfoRequest.NodeSelector(is_head_node=True)
+            (given,) = node_module.get_all_node_info_until_retrieved(client, node_selectors=[head_selector])
+            assert (given.temp_dir, given.session_dir) == ("/nowhere", "/nowhere/session_x")
+            assert len(node_module.get_all_node_info_until_retrieved(client, num_retries=1)) == 2
     finally:
         if worker is not None:
             worker.stop()
